@@ -1,0 +1,244 @@
+"""Run configuration: small dataclasses, TOML presets and ``--set key=value`` overrides.
+
+A run is ``RunConfig(model=GPTConfig, data=DataConfig, train=TrainConfig, seed)``. Presets live in
+``configs/NAME.toml`` with the same sections; ``--set`` takes dotted keys (``train.lr=3e-4``,
+``model.attn.window=16``) whose values are parsed as TOML literals and checked against the
+dataclass field types, so a typo or a wrong type is a one-line error rather than a silent no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geoformer.errors import GeoformerError
+from geoformer.models.gpt import GPTConfig
+
+# the sections a preset may hold besides the run's own; read by `compare` / `claims`
+EXTRA_SECTIONS = ("compare",)
+
+
+@dataclass
+class DataConfig:
+    source: str = "shakespeare"  # "shakespeare" (the shipped corpus) or a path to a UTF-8 file or folder
+    tokenizer: str = "char"  # "char" or "bpe" (byte-level BPE trained locally with `tokenizers`)
+    bpe_vocab_size: int = 1024
+    val_fraction: float = 0.1  # the last fraction of the token stream is validation
+    cache_dir: str = ""  # where prepared token arrays go; "" = $GEOFORMER_CACHE or ~/.cache/geoformer
+
+
+@dataclass
+class TrainConfig:
+    max_iters: int = 2000
+    batch_size: int = 12  # global batch (split across ranks under torchrun)
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    schedule: str = "warmup_cosine"
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 250
+    eval_iters: int = 20
+    eval_batch_size: int = 0  # 0 = same as batch_size
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | float32 | bfloat16
+    compile: bool = False
+    deterministic: bool = True
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+
+@dataclass
+class RunConfig:
+    model: GPTConfig = field(default_factory=GPTConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 1337
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return coerce_dataclass(cls, d, where="config")
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args, strict=True))
+        inner = args[0] if args else Any
+        return all(_type_ok(v, inner) for v in value)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from ``values``, recursing into dataclass fields.
+
+    Unknown keys and wrong types raise :class:`GeoformerError` naming the key, the expected type and
+    the known keys. ints are accepted (and converted) where floats are expected; tuples/lists interchange.
+    """
+    if not isinstance(values, dict):
+        raise GeoformerError(f"{where} must be a table, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise GeoformerError(f"unknown key {where}.{unknown[0]}; known keys: {', '.join(sorted(fields))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = value if isinstance(value, tp) else coerce_dataclass(tp, value, f"{where}.{name}")
+            continue
+        if not _type_ok(value, tp):
+            raise GeoformerError(
+                f"{where}.{name} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+            )
+        if tp is float and isinstance(value, int):
+            value = float(value)
+        if typing.get_origin(tp) is tuple and isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML literal (``3``, ``1e-3``, ``true``, ``"x"``, ``[1, 2]``) or else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(d: dict[str, Any], key: str, value: Any) -> None:
+    """Set dotted ``key`` in the nested dict ``d`` (creating tables as needed)."""
+    parts = key.split(".")
+    if not all(parts):
+        raise GeoformerError(f"malformed --set key {key!r}")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise GeoformerError(f"--set {key}: {p!r} is not a table")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def parse_sets(items: list[str] | None) -> list[tuple[str, Any]]:
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise GeoformerError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out.append((k.strip(), parse_value(v.strip())))
+    return out
+
+
+def configs_dir() -> Path:
+    """The presets folder: ``configs/`` at the repository root (the package is installed editable)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "configs").is_dir() and (parent / "pyproject.toml").exists():
+            return parent / "configs"
+    return Path.cwd() / "configs"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in configs_dir().glob("*.toml"))
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GeoformerError(f"config file not found: {path}") from None
+    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as e:
+        raise GeoformerError(f"cannot read config file {path}: {e.__class__.__name__}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise GeoformerError(f"malformed TOML in {path}: {e}") from None
+
+
+def load_raw(preset: str | None = None, config: str | None = None) -> dict[str, Any]:
+    """The raw nested dict of a preset name or a TOML file (exactly one of them)."""
+    if (preset is None) == (config is None):
+        raise GeoformerError("give exactly one of --preset NAME or --config FILE.toml")
+    if preset is not None:
+        path = configs_dir() / f"{preset}.toml"
+        if not path.is_file():
+            raise GeoformerError(f"unknown preset {preset!r}; known presets: {', '.join(preset_names())}")
+        return load_toml(path)
+    return load_toml(Path(config))
+
+
+def build_config(raw: dict[str, Any], sets: list[tuple[str, Any]] | None = None) -> RunConfig:
+    """Apply overrides to a raw preset dict and validate it into a :class:`RunConfig`."""
+    raw = json.loads(json.dumps(raw))  # deep copy, plain types
+    for key, value in sets or []:
+        apply_override(raw, key, value)
+    for sec in EXTRA_SECTIONS:
+        raw.pop(sec, None)
+    cfg = RunConfig.from_dict(raw)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks and name lookups, each a one-line error."""
+    from geoformer import attention
+    from geoformer.train import schedules
+
+    m, t, d = cfg.model, cfg.train, cfg.data
+    attention.make_options(m.attention, m.attn)  # unknown kind / option -> lists the known ones
+    schedules.get(t.schedule)
+    if d.tokenizer not in ("char", "bpe"):
+        raise GeoformerError(f"unknown tokenizer {d.tokenizer!r}; known tokenizers: bpe, char")
+    checks = [
+        (m.n_layer >= 1, "model.n_layer must be >= 1"),
+        (m.n_head >= 1 and m.n_embd % m.n_head == 0, "model.n_embd must be a positive multiple of model.n_head"),
+        (m.block_size >= 1, "model.block_size must be >= 1"),
+        (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
+        (t.max_iters >= 1, "train.max_iters must be >= 1"),
+        (t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and train.grad_accum must be >= 1"),
+        (t.lr > 0 and t.min_lr >= 0, "train.lr must be > 0 and train.min_lr >= 0"),
+        (t.eval_interval >= 1 and t.eval_iters >= 1, "train.eval_interval and train.eval_iters must be >= 1"),
+        (0.0 < d.val_fraction < 1.0, "data.val_fraction must be in (0, 1)"),
+        (t.dtype in ("auto", "float32", "bfloat16"), "train.dtype must be auto, float32 or bfloat16"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise GeoformerError(msg)
