@@ -242,3 +242,10 @@ def validate(cfg: RunConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise GeoformerError(msg)
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GeoformerError(f"cannot read {path}: {type(e).__name__}") from None

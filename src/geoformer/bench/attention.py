@@ -1,0 +1,348 @@
+"""Attention kinds head to head: forward+backward time and peak memory against ``sdpa``.
+
+For every kind and sequence length the attention module is built alone (``n_embd``, ``n_head``,
+``block_size = seq``) and ``module(x).sum().backward()`` is timed (``x`` requires grad): the median
+over ``repeats`` calls after ``warmup`` discarded ones, with the IQR and min/max as the spread.
+Peak memory is ``torch.cuda.max_memory_allocated`` above the resting allocation on CUDA, and on CPU the
+RSS high-water mark of one call in a fresh subprocess (see :mod:`geoformer.bench._measure_memory`).
+Every number is also given as a ratio to ``sdpa`` measured in the same run, which is always included.
+
+>>> s = AttentionBenchSettings(seqs=[64], kinds=["naive"], repeats=3, memory=False)  # doctest: +SKIP
+>>> result = run_attention_bench(s)                                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import geoformer
+from geoformer import attention
+from geoformer.bench._common import (
+    fmt,
+    machine_info,
+    markdown_table,
+    prepare_out,
+    ratio,
+    spread,
+    sync,
+    write_json,
+)
+from geoformer.config import parse_value
+from geoformer.errors import GeoformerError
+
+BASELINE = "sdpa"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+MEMORY_TIMEOUT_S = 900
+
+
+@dataclass
+class AttentionBenchSettings:
+    """What to measure; ``kinds`` is completed with ``sdpa`` (first) by :func:`resolve_kinds`."""
+
+    seqs: list[int]
+    kinds: list[str] = field(default_factory=list)  # empty = every registered kind
+    batch: int = 4
+    embd: int = 128
+    heads: int = 4
+    repeats: int = 10
+    warmup: int = 3
+    dtype: str = "float32"
+    device: str = "auto"
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> that kind's options
+    memory: bool = True
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def parse_seq(text: str) -> list[int]:
+    """``"128,256"`` -> ``[128, 256]`` (sorted, unique); anything else is a one-line error."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        seqs = sorted({int(p) for p in parts})
+    except ValueError:
+        raise GeoformerError(f"--seq expects comma-separated positive integers, got {text!r}") from None
+    if not seqs or seqs[0] < 1:
+        raise GeoformerError(f"--seq expects comma-separated positive integers, got {text!r}")
+    return seqs
+
+
+def parse_kinds(text: str | None) -> list[str]:
+    """``"naive,local"`` -> the kinds, each checked against the registry (empty/None = all)."""
+    if not text:
+        return []
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    for k in kinds:
+        attention.get(k)  # unknown -> GeoformerError listing the known kinds
+    return list(dict.fromkeys(kinds))
+
+
+def parse_attn_sets(items: Iterable[str] | None) -> dict[str, dict[str, Any]]:
+    """``["local.window=16", "topk.k=4"]`` -> ``{"local": {"window": 16}, "topk": {"k": 4}}``, type-checked."""
+    options: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        kind, dot, name = key.strip().partition(".")
+        if not (sep and dot and kind and name):
+            raise GeoformerError(f"--set-attn expects kind.key=value, got {item!r}")
+        attention.get(kind)
+        options.setdefault(kind, {})[name] = parse_value(value.strip())
+    for kind, opts in options.items():
+        attention.make_options(kind, opts)  # unknown key / wrong type -> one line
+    return options
+
+
+def resolve_kinds(settings: AttentionBenchSettings) -> list[str]:
+    """The kinds to measure: the requested ones (default all), with ``sdpa`` always first."""
+    kinds = list(settings.kinds) or attention.names()
+    for k in kinds:
+        attention.get(k)
+    extra = sorted(set(settings.options) - set(kinds))
+    if extra:
+        raise GeoformerError(f"--set-attn names {extra[0]!r}, which is not benchmarked here (--kinds)")
+    return [BASELINE] + [k for k in kinds if k != BASELINE]
+
+
+def check_settings(s: AttentionBenchSettings) -> None:
+    """One-line errors for values that cannot be measured."""
+    checks = [
+        (s.batch >= 1, f"--batch must be >= 1, got {s.batch}"),
+        (s.heads >= 1 and s.embd >= 1 and s.embd % s.heads == 0,
+         f"--embd ({s.embd}) must be a positive multiple of --heads ({s.heads})"),
+        (s.repeats >= 1, f"--repeats must be >= 1, got {s.repeats}"),
+        (s.warmup >= 0, f"--warmup must be >= 0, got {s.warmup}"),
+        (s.dtype in DTYPES, f"unknown --dtype {s.dtype!r}; known: {', '.join(DTYPES)}"),
+        (bool(s.seqs) and min(s.seqs) >= 1, "--seq needs at least one positive length"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise GeoformerError(msg)
+
+
+# ---------------------------------------------------------------------------------------------- one case
+def case_spec(s: AttentionBenchSettings, kind: str, seq: int) -> dict[str, Any]:
+    """Everything needed to rebuild one (kind, seq) case, as plain JSON (for the memory subprocess)."""
+    return {
+        "kind": kind, "seq": seq, "batch": s.batch, "embd": s.embd, "heads": s.heads, "dtype": s.dtype,
+        "options": s.options.get(kind, {}), "seed": s.seed, "threads": torch.get_num_threads(),
+    }
+
+
+def build_case(spec: dict[str, Any], device: torch.device) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The attention module (train mode, no dropout) and an input ``x`` (B, T, C) that requires grad."""
+    dtype = DTYPES[spec["dtype"]]
+    torch.manual_seed(spec["seed"])
+    module = attention.build(
+        spec["kind"], spec["embd"], spec["heads"], dropout=0.0, bias=False, block_size=spec["seq"],
+        options=spec["options"],
+    ).to(device=device, dtype=dtype).train()
+    x = torch.randn(spec["batch"], spec["seq"], spec["embd"], device=device, dtype=dtype, requires_grad=True)
+    return module, x
+
+
+def fwd_bwd(module: torch.nn.Module, x: torch.Tensor) -> None:
+    """The measured unit of work."""
+    module(x).sum().backward()
+
+
+def zero_grads(module: torch.nn.Module, x: torch.Tensor) -> None:
+    module.zero_grad(set_to_none=True)
+    x.grad = None
+
+
+def time_fwd_bwd(module: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int,
+                 device: torch.device) -> list[float]:
+    """Milliseconds of each of ``repeats`` forward+backward calls, after ``warmup`` untimed ones."""
+    times = []
+    for i in range(warmup + repeats):
+        zero_grads(module, x)
+        sync(device)
+        t0 = time.perf_counter()
+        fwd_bwd(module, x)
+        sync(device)
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def cuda_peak_mb(module: torch.nn.Module, x: torch.Tensor, device: torch.device) -> float:
+    """Peak CUDA allocation of one forward+backward above what is allocated before it."""
+    zero_grads(module, x)
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fwd_bwd(module, x)
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def _error_text(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0]}" if msg else type(e).__name__
+
+
+def cpu_peak_mb(spec: dict[str, Any]) -> tuple[float | None, str | None]:
+    """``(peak_mb, None)`` from a fresh ``python -m geoformer.bench._measure_memory``, or ``(None, error)``."""
+    env = dict(os.environ)
+    src = str(Path(geoformer.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    # a fixed mmap threshold returns large freed blocks to the OS, so the warm-up cannot pre-pay the peak
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
+    cmd = [sys.executable, "-m", "geoformer.bench._measure_memory", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=MEMORY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None, f"memory: timed out after {MEMORY_TIMEOUT_S} s"
+    lines = proc.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        return None, f"memory: {tail}"
+    if "error" in result:
+        return None, f"memory: {result['error']}"
+    return float(result["peak_mb"]), None
+
+
+def measure_case(s: AttentionBenchSettings, kind: str, seq: int, device: torch.device) -> dict[str, Any]:
+    """One result row; a failure (OOM, a kind rejecting a size) is recorded in ``error``, not raised."""
+    row: dict[str, Any] = {"kind": kind, "seq": seq, "median_ms": None, "iqr_ms": None, "min_ms": None,
+                           "max_ms": None, "peak_mb": None, "error": None}
+    spec = case_spec(s, kind, seq)
+    module = x = None
+    try:
+        module, x = build_case(spec, device)
+        stats = spread(time_fwd_bwd(module, x, s.repeats, s.warmup, device))
+        row.update(median_ms=stats["median"], iqr_ms=stats["iqr"], min_ms=stats["min"], max_ms=stats["max"])
+        if s.memory and device.type == "cuda":
+            row["peak_mb"] = cuda_peak_mb(module, x, device)
+    except Exception as e:  # noqa: BLE001 - recorded per (kind, seq); the run goes on
+        row["error"] = _error_text(e)
+    finally:
+        del module, x
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if s.memory and device.type != "cuda" and row["error"] is None:
+        row["peak_mb"], row["error"] = cpu_peak_mb(spec)
+    return row
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """``ratio_time_vs_sdpa`` and ``ratio_mem_vs_sdpa`` against the sdpa row of the same length."""
+    base = {r["seq"]: r for r in rows if r["kind"] == BASELINE}
+    for r in rows:
+        b = base.get(r["seq"], {})
+        r["ratio_time_vs_sdpa"] = ratio(r["median_ms"], b.get("median_ms"))
+        r["ratio_mem_vs_sdpa"] = ratio(r["peak_mb"], b.get("peak_mb"))
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def run_attention_bench(s: AttentionBenchSettings, *, log=None) -> dict[str, Any]:
+    """Measure every (kind, seq); returns ``{"machine", "settings", "rows"}`` (rows sorted by kind, seq)."""
+    from geoformer.train.trainer import pick_device
+
+    check_settings(s)
+    kinds = resolve_kinds(s)
+    device = pick_device(s.device)
+    rows = []
+    for seq in s.seqs:  # lengths outside, kinds inside: drift over the run hits every kind alike
+        for kind in kinds:
+            rows.append(measure_case(s, kind, seq, device))
+            if log is not None:
+                log(_progress_line(rows[-1]))
+    add_ratios(rows)
+    order = {k: i for i, k in enumerate(kinds)}
+    rows.sort(key=lambda r: (order[r["kind"]], r["seq"]))
+    settings = {**asdict(s), "kinds": kinds, "memory_method": _memory_method(s, device)}
+    return {"machine": machine_info(device), "settings": settings, "rows": rows}
+
+
+def _memory_method(s: AttentionBenchSettings, device: torch.device) -> str:
+    if not s.memory:
+        return "not measured (--no-memory)"
+    if device.type == "cuda":
+        return "torch.cuda.max_memory_allocated above the resting allocation, in process"
+    return "RSS high-water mark (VmHWM, reset after a tiny warm-up call) of one call in a fresh subprocess"
+
+
+def _progress_line(r: dict[str, Any]) -> str:
+    if r["error"]:
+        return f"  {r['kind']:>8} T={r['seq']:<6} error: {r['error']}"
+    mem = f", peak {r['peak_mb']:.1f} MB" if r["peak_mb"] is not None else ""
+    return f"  {r['kind']:>8} T={r['seq']:<6} {r['median_ms']:.3f} ms{mem}"
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+def format_table(result: dict[str, Any]) -> str:
+    """The result rows as a markdown table."""
+    header = ["kind", "seq", "median ms", "IQR ms", "time × sdpa", "peak MB", "mem × sdpa", "note"]
+    rows = [
+        [r["kind"], str(r["seq"]), fmt(r["median_ms"], ".3f"), fmt(r["iqr_ms"], ".3f"),
+         fmt(r["ratio_time_vs_sdpa"]), fmt(r["peak_mb"], ".1f"), fmt(r["ratio_mem_vs_sdpa"]), r["error"] or ""]
+        for r in result["rows"]
+    ]
+    return markdown_table(header, rows)
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One paragraph: what was measured, where."""
+    m, s = result["machine"], result["settings"]
+    return (
+        f"Attention forward+backward, B={s['batch']}, C={s['embd']}, H={s['heads']}, {s['dtype']}, "
+        f"median of {s['repeats']} after {s['warmup']} warm-up calls, on {m['device_name']} "
+        f"({m['device']}, {m['torch_threads']} threads, torch {m['torch']}). Memory: {s['memory_method']}.\n"
+    )
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Time vs N and memory vs N, log-log, one line per kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((axes[0], "median_ms", "fwd+bwd time (ms)"), (axes[1], "peak_mb", "peak memory (MB)")):
+        for kind in result["settings"]["kinds"]:
+            pts = [(r["seq"], r[key]) for r in result["rows"] if r["kind"] == kind and r[key] and r[key] > 0]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=kind)
+        if ax.lines:
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"attention kinds on {result['machine']['device_name']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(result: dict[str, Any], out: str | Path) -> Path:
+    """``bench.json``, ``bench.md`` and ``bench.png`` in ``out``; returns the folder."""
+    out = prepare_out(out)
+    write_json(out / "bench.json", result)
+    (out / "bench.md").write_text(describe(result) + "\n" + format_table(result), encoding="utf-8")
+    plot(result, out / "bench.png")
+    return out
+
+
+__all__ = [
+    "AttentionBenchSettings", "run_attention_bench", "write_outputs", "format_table", "parse_seq",
+    "parse_kinds", "parse_attn_sets", "build_case", "fwd_bwd",
+]

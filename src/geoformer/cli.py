@@ -1,0 +1,188 @@
+"""Command line: thin subcommands that parse, call the library and print.
+
+Input errors (:class:`GeoformerError`) print one line to stderr and exit with status 2; Ctrl-C exits 130
+after the trainer's last atomic checkpoint, so nothing already written is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from geoformer.errors import GeoformerError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (still exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", help="a preset name from configs/ (e.g. quick, shakespeare_char)")
+    g.add_argument("--config", help="a TOML file with [model], [data], [train] sections")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=3e-4 --set model.attention=local")
+    p.add_argument("--data", help="shortcut for --set data.source=PATH (a UTF-8 text file or folder)")
+
+
+def _config_from_args(args, *, need_source: bool = True):
+    from geoformer import config as C
+
+    if args.preset is None and args.config is None:
+        if need_source:
+            raise GeoformerError("give --preset NAME or --config FILE.toml")
+        return None, {}
+    raw = C.load_raw(args.preset, args.config)
+    sets = C.parse_sets(args.set)
+    if args.data is not None:
+        sets.append(("data.source", args.data))
+    return C.build_config(raw, sets), raw
+
+
+def cmd_train(args) -> int:
+    from geoformer import config as C
+    from geoformer.train.trainer import Trainer, prepare_out_dir
+
+    out = Path(args.out)
+    if args.resume and args.preset is None and args.config is None:
+        saved = out / "config.json"
+        if not saved.is_file():
+            raise GeoformerError(f"nothing to resume: {saved} does not exist")
+        cfg = C.RunConfig.from_dict(C.load_json(saved))
+        for k, v in C.parse_sets(args.set):
+            if not k.startswith("train."):
+                raise GeoformerError(f"--resume only accepts train.* overrides, got {k}")
+            d = cfg.to_dict()
+            C.apply_override(d, k, v)
+            cfg = C.build_config(d)
+    else:
+        cfg, _ = _config_from_args(args)
+    prepare_out_dir(out, resume=args.resume, force=args.force)
+    trainer = Trainer(cfg, out, resume=args.resume, quiet=args.quiet)
+    summary = trainer.fit(until=args.until)
+    if trainer.is_main:
+        print(
+            f"done: step {summary['step']}, val loss {summary['final_val_loss']:.4f} "
+            f"(best {summary['best_val_loss']:.4f}), {summary['tokens_per_s']:,.0f} tok/s, "
+            f"{summary['params']:,} params -> {out}"
+        )
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    from geoformer.data import load_tokenizer
+    from geoformer.train.trainer import load_model
+
+    if args.tokens < 1:
+        raise GeoformerError("--tokens must be >= 1")
+    model, cfg, _ = load_model(args.ckpt)
+    ckpt_dir = Path(args.ckpt) if Path(args.ckpt).is_dir() else Path(args.ckpt).parent
+    tok_path = ckpt_dir / "tokenizer.json"
+    if not tok_path.is_file():
+        raise GeoformerError(f"no tokenizer.json beside the checkpoint in {ckpt_dir}")
+    tok = load_tokenizer(tok_path)
+    ids = tok.encode(args.prompt) if args.prompt else [0]
+    if not ids:
+        raise GeoformerError("the prompt encodes to no tokens")
+    g = torch.Generator().manual_seed(args.seed)
+    out = model.generate(torch.tensor([ids]), args.tokens, temperature=args.temperature,
+                         top_k=args.top_k, generator=g)
+    print(tok.decode(out[0].tolist()))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from geoformer.experiments.compare import run_compare
+
+    variants = [v for v in args.variants.split(",") if v] if args.variants else None
+    run_compare(
+        preset=args.preset, config=args.config, sets=args.set, data=args.data, variants=variants,
+        seeds=args.seeds, out=Path(args.out), force=args.force, resume=args.resume, quiet=args.quiet,
+    )
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from geoformer.bench import cli as bench_cli
+
+    return bench_cli.run(args)
+
+
+def cmd_claims(args) -> int:
+    from geoformer.experiments.claims import run_claims
+
+    only = [c for c in args.only.split(",") if c] if args.only else None
+    run_claims(out=Path(args.out), quick=args.quick, only=only, force=args.force, quiet=args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="geoformer", description="Structure-aware transformers against a plain GPT baseline.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train one model; writes config.json, metrics.jsonl, summary.json, ckpt.pt")
+    _add_config_args(t)
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--force", action="store_true", help="overwrite a run already in --out")
+    t.add_argument("--until", type=int, default=None, help="stop (checkpointed) at this step; resume later")
+    t.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")
+    t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("compare", help="train variants x seeds on the same data and tokens; write a report")
+    _add_config_args(c)
+    c.add_argument("--variants", help="comma-separated variant names from the preset (default: all)")
+    c.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--force", action="store_true", help="overwrite an existing comparison in --out")
+    c.add_argument("--resume", action="store_true", help="reuse finished runs already in --out")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("sample", help="generate text from a trained run")
+    s.add_argument("--ckpt", required=True, help="a run folder (or its ckpt.pt)")
+    s.add_argument("--prompt", default="\n")
+    s.add_argument("--tokens", type=int, default=200)
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_sample)
+
+    b = sub.add_parser("bench", help="micro-benchmarks (ratios to a baseline measured in the same run)")
+    from geoformer.bench import cli as bench_cli
+
+    bench_cli.add_arguments(b)
+    b.set_defaults(func=cmd_bench)
+
+    cl = sub.add_parser("claims", help="run the claims ledger; writes CLAIMS.md and claims.json")
+    cl.add_argument("--quick", action="store_true", help="smaller, faster versions of each check")
+    cl.add_argument("--only", help="comma-separated claim ids")
+    cl.add_argument("--out", required=True)
+    cl.add_argument("--force", action="store_true")
+    cl.add_argument("--quiet", action="store_true")
+    cl.set_defaults(func=cmd_claims)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except GeoformerError as e:
+        print(f"geoformer: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("geoformer: interrupted; finished checkpoints and results are kept (use --resume)", file=sys.stderr)
+        code = 130
+    finally:
+        from geoformer.train import distributed
+
+        distributed.shutdown()
+    sys.exit(code)

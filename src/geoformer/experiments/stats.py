@@ -1,0 +1,145 @@
+"""Small-sample statistics for comparing training runs (pure numpy / stdlib, no scipy).
+
+Everything here works on plain sequences of floats (one value per seed). Non-finite
+values (NaN / inf, e.g. from a diverged run) are dropped before computing, so callers
+can pass raw per-seed numbers; the returned ``n`` says how many values were used.
+
+Conventions
+-----------
+* ``mean = sum(x) / n``
+* sample standard deviation ``s = sqrt(sum((x - mean)**2) / (n - 1))`` (``ddof=1``)
+* two-sided 95 % t-interval: ``mean ± t_{0.975, df} * se``
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["mean_std", "t_quantile_975", "paired_diff_ci", "welch_ci", "pearson"]
+
+# Two-sided 95 % critical values t_{0.975, df} of Student's t distribution, df = 1..30.
+_T975 = (
+    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
+)  # fmt: skip
+_Z975 = 1.96
+
+
+def _finite(xs: Sequence[float] | np.ndarray) -> np.ndarray:
+    arr = np.asarray([np.nan if x is None else x for x in xs], dtype=float).ravel()
+    return arr[np.isfinite(arr)]
+
+
+def mean_std(xs: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of the finite values of ``xs``.
+
+    ``mean = sum(x) / n``, ``std = sqrt(sum((x - mean)**2) / (n - 1))`` (ddof=1).
+    One value gives ``std = 0.0``; no finite value gives ``(nan, nan)``.
+    """
+    arr = _finite(xs)
+    n = arr.size
+    if n == 0:
+        return math.nan, math.nan
+    mean = float(arr.mean())
+    std = float(arr.std(ddof=1)) if n > 1 else 0.0
+    return mean, std
+
+
+def t_quantile_975(df: float) -> float:
+    """Critical value ``t_{0.975, df}`` for a two-sided 95 % interval.
+
+    Exact table values (4 decimals) for integer ``df`` in 1..30; a non-integer ``df``
+    (Welch) is interpolated linearly between the neighbouring integers; ``df > 30``
+    uses the normal value 1.96; ``df < 1`` (or NaN) gives NaN.
+    """
+    if df is None or math.isnan(df):
+        return math.nan
+    if df < 1:
+        return math.nan
+    if df > 30:
+        return _Z975
+    lo = int(math.floor(df))
+    frac = df - lo
+    if frac == 0.0 or lo == 30:
+        return _T975[lo - 1]
+    return _T975[lo - 1] + frac * (_T975[lo] - _T975[lo - 1])
+
+
+def paired_diff_ci(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Mean difference ``a - b`` paired by position, with a 95 % t-interval.
+
+    ``d_i = a_i - b_i`` for each position where both values are finite (position = seed),
+    ``mean = mean(d)``, ``se = s_d / sqrt(n)`` with ``s_d`` the sample std (ddof=1) of ``d``,
+    ``[lo, hi] = mean ∓ t_{0.975, n-1} * se``. With ``n < 2`` the interval is ``(nan, nan)``
+    (``mean`` is still reported for ``n == 1``, NaN for ``n == 0``).
+
+    Returns ``{"mean", "lo", "hi", "n"}``.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired_diff_ci needs equal lengths, got {len(a)} and {len(b)}")
+    aa = np.asarray([np.nan if x is None else x for x in a], dtype=float)
+    bb = np.asarray([np.nan if x is None else x for x in b], dtype=float)
+    d = (aa - bb)[np.isfinite(aa) & np.isfinite(bb)]
+    n = int(d.size)
+    if n == 0:
+        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
+    mean = float(d.mean())
+    if n < 2:
+        return {"mean": mean, "lo": math.nan, "hi": math.nan, "n": n}
+    half = t_quantile_975(n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n}
+
+
+def welch_ci(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Difference of means ``mean(a) - mean(b)`` for unpaired samples, Welch 95 % interval.
+
+    ``se = sqrt(s_a**2 / n_a + s_b**2 / n_b)`` (sample variances, ddof=1);
+    Welch–Satterthwaite ``df = se**4 / ((s_a**2/n_a)**2/(n_a-1) + (s_b**2/n_b)**2/(n_b-1))``;
+    ``[lo, hi] = diff ∓ t_{0.975, df} * se``. If both variances are zero the interval
+    collapses to the point (``df = n_a + n_b - 2``). Needs ``n_a, n_b >= 2`` for an
+    interval, otherwise ``lo = hi = nan``.
+
+    Returns ``{"mean", "lo", "hi", "n_a", "n_b", "df"}``.
+    """
+    xa, xb = _finite(a), _finite(b)
+    na, nb = int(xa.size), int(xb.size)
+    out = {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n_a": na, "n_b": nb, "df": math.nan}
+    if na == 0 or nb == 0:
+        return out
+    out["mean"] = float(xa.mean() - xb.mean())
+    if na < 2 or nb < 2:
+        return out
+    va, vb = float(xa.var(ddof=1)) / na, float(xb.var(ddof=1)) / nb
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        df = float(na + nb - 2)
+    else:
+        df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    half = t_quantile_975(df) * se
+    out.update(lo=out["mean"] - half, hi=out["mean"] + half, df=df)
+    return out
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation ``r = sum(dx * dy) / sqrt(sum(dx**2) * sum(dy**2))``.
+
+    ``dx = x - mean(x)``, ``dy = y - mean(y)``, over positions where both are finite.
+    Returns NaN with fewer than 2 pairs or when either side is constant.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"pearson needs equal lengths, got {len(x)} and {len(y)}")
+    xx = np.asarray([np.nan if v is None else v for v in x], dtype=float)
+    yy = np.asarray([np.nan if v is None else v for v in y], dtype=float)
+    keep = np.isfinite(xx) & np.isfinite(yy)
+    xx, yy = xx[keep], yy[keep]
+    if xx.size < 2:
+        return math.nan
+    dx, dy = xx - xx.mean(), yy - yy.mean()
+    denom = math.sqrt(float((dx * dx).sum()) * float((dy * dy).sum()))
+    if denom == 0.0:
+        return math.nan
+    return float(np.clip((dx * dy).sum() / denom, -1.0, 1.0))

@@ -1,0 +1,394 @@
+"""The training loop: AdamW, a named schedule, clipping, accumulation, fixed-batch evaluation,
+callbacks, atomic resumable checkpoints and data-parallel training under torchrun.
+
+Determinism: the model is initialised from ``seed``; training batches come from a dedicated
+``torch.Generator`` seeded with ``seed`` that every rank advances identically (each rank takes its
+slice of the same global batch), so one process and N processes see the same data. The generator and
+the global RNG (dropout) are checkpointed, which makes ``resume`` bit-identical on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import resource
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from geoformer import data as gdata
+from geoformer.config import RunConfig
+from geoformer.errors import GeoformerError, TrainingDiverged
+from geoformer.models import GPT
+from geoformer.train import checkpoint, distributed, schedules
+from geoformer.train.callbacks import Callback
+
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "ckpt.pt")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise GeoformerError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GeoformerError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (Linux reports KiB)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to overwrite an existing run unless asked; ``force`` removes only geoformer's run files."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GeoformerError(f"--out {out} exists and is not a folder")
+    existing = [f for f in RUN_FILES if (out / f).exists()]
+    if resume:
+        if not (out / "ckpt.pt").exists():
+            raise GeoformerError(f"nothing to resume: {out / 'ckpt.pt'} does not exist")
+        return
+    if existing and not force:
+        raise GeoformerError(
+            f"{out} already holds a run ({', '.join(existing)}); use --resume to continue it or --force to overwrite"
+        )
+    for f in existing:
+        (out / f).unlink()
+    for extra in ("plots",):
+        if force and (out / extra).is_dir():
+            shutil.rmtree(out / extra)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class Trainer:
+    """Train a :class:`GPT` described by a :class:`RunConfig`.
+
+    >>> trainer = Trainer(cfg, out_dir="runs/x")      # doctest: +SKIP
+    >>> summary = trainer.fit()                       # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        out_dir: str | Path | None = None,
+        *,
+        callbacks: list[Callback] | tuple[Callback, ...] = (),
+        resume: bool = False,
+        quiet: bool = False,
+        progress: bool = True,
+        progress_desc: str = "train",
+        data: gdata.TokenData | None = None,
+    ) -> None:
+        self.cfg = cfg = copy.deepcopy(cfg)  # vocab_size is filled in from the data
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.callbacks = list(callbacks)
+        self.quiet = quiet
+        self.progress = progress and not quiet
+        self.progress_desc = progress_desc
+        t = cfg.train
+        self.dist = distributed.info_from_env()
+        self.device = pick_device(t.device if not self.dist.enabled or t.device != "auto" else "auto")
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        distributed.init(self.dist, self.device)
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+
+        self.data = data if data is not None else gdata.prepare_data(cfg.data)
+        gdata.check_block_size(self.data, cfg.model.block_size)
+        if cfg.model.vocab_size == 0:
+            cfg.model.vocab_size = self.data.vocab_size
+        elif cfg.model.vocab_size < self.data.vocab_size:
+            raise GeoformerError(
+                f"model.vocab_size={cfg.model.vocab_size} is smaller than the data's vocabulary ({self.data.vocab_size})"
+            )
+        world = self.dist.world_size
+        if t.batch_size % world:
+            raise GeoformerError(f"train.batch_size={t.batch_size} is not divisible by the {world} ranks")
+        self.micro_batch = t.batch_size // world
+        self.eval_batch = t.eval_batch_size or t.batch_size
+
+        torch.manual_seed(cfg.seed)
+        self.model = GPT(cfg.model).to(self.device)
+        self.raw_model = self.model
+        self.optimizer = torch.optim.AdamW(
+            self.model.param_groups(t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2),
+            **({"fused": True} if self.device.type == "cuda" else {}),
+        )
+        self.scheduler = schedules.build(t.schedule, self.optimizer, t)
+        if t.compile:
+            self.model = torch.compile(self.model)
+        if self.dist.enabled:
+            self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.autocast = self._autocast_ctx()
+        self.batch_gen = torch.Generator().manual_seed(cfg.seed)
+        self.val_batches = gdata.fixed_batches(
+            self.data.val, t.eval_iters, self.eval_batch, cfg.model.block_size, seed=cfg.seed + 1
+        )
+        self.step = 0
+        self.best_val = math.inf
+        self.wall_offset = 0.0
+        self.history: list[dict[str, Any]] = []
+        if resume:
+            if self.out_dir is None:
+                raise GeoformerError("resume needs an output folder")
+            self._load(self.out_dir / "ckpt.pt")
+
+    # ------------------------------------------------------------------ setup helpers
+    def _autocast_ctx(self):
+        dt = self.cfg.train.dtype
+        if self.device.type == "cuda" and dt in ("auto", "bfloat16"):
+            return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        if dt == "bfloat16":
+            return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def log(self, msg: str) -> None:
+        if self.is_main and not self.progress:
+            print(msg, flush=True)
+
+    # ------------------------------------------------------------------ batches and evaluation
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's slice of the next global batch (every rank advances the generator identically)."""
+        x, y = gdata.sample_batch(self.data.train, self.cfg.train.batch_size, self.cfg.model.block_size, self.batch_gen)
+        if self.dist.enabled:
+            sl = slice(self.dist.rank * self.micro_batch, (self.dist.rank + 1) * self.micro_batch)
+            x, y = x[sl], y[sl]
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over the fixed validation batches (split across ranks, averaged)."""
+        self.model.eval()
+        mine = self.val_batches[self.dist.rank :: self.dist.world_size]
+        total = torch.zeros(2, dtype=torch.float64)
+        for x, y in mine:
+            with self.autocast():
+                _, loss = self.raw_model(x.to(self.device), y.to(self.device))
+            total += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
+        self.model.train()
+        if self.dist.enabled:
+            total = total.to(self.device)
+            torch.distributed.all_reduce(total)
+            total = total.cpu()
+        return (total[0] / total[1]).item()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "best_val": self.best_val,
+            "wall_s": self.wall_offset + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0),
+            "batch_gen": self.batch_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "history": self.history,
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.out_dir is not None and self.is_main:
+            checkpoint.save(self.out_dir / "ckpt.pt", self.state_dict())
+        distributed.barrier()
+
+    def _load(self, path: Path) -> None:
+        state = checkpoint.load(path, map_location=self.device)
+        saved = state.get("config", {})
+        mine = self.cfg.to_dict()
+        for sec in ("model", "data"):
+            if saved.get(sec) != mine[sec]:
+                diff = [k for k in mine[sec] if saved.get(sec, {}).get(k) != mine[sec][k]]
+                raise GeoformerError(f"checkpoint {path} is incompatible: {sec}.{diff[0] if diff else '?'} differs")
+        try:
+            self.raw_model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.batch_gen.set_state(state["batch_gen"])
+            torch.set_rng_state(state["torch_rng"])
+            if state.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            for cb, s in zip(self.callbacks, state.get("callbacks", []), strict=False):
+                cb.load_state_dict(s)
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise GeoformerError(f"checkpoint {path} is incompatible with this model: {str(e).splitlines()[0]}") from None
+        self.step = int(state["step"])
+        self.best_val = float(state["best_val"])
+        self.wall_offset = float(state.get("wall_s", 0.0))
+        self.history = list(state.get("history", []))
+
+    # ------------------------------------------------------------------ output files
+    def _write_metrics_file(self) -> None:
+        if self.out_dir is not None and self.is_main:
+            text = "".join(json.dumps(r) + "\n" for r in self.history)
+            checkpoint.atomic_write_text(self.out_dir / "metrics.jsonl", text)
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if self.out_dir is not None and self.is_main:
+            with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------ the loop
+    def _train_step(self) -> float:
+        t = self.cfg.train
+        for micro in range(t.grad_accum):
+            x, y = self.next_batch()
+            sync = micro == t.grad_accum - 1 or not self.dist.enabled
+            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+            with ctx, self.autocast():
+                _, loss = self.model(x, y)
+                loss = loss / t.grad_accum
+            loss.backward()
+            if micro == 0:
+                total = loss.detach()
+            else:
+                total = total + loss.detach()
+        total = distributed.all_reduce_mean(total)
+        value = total.item()
+        if not math.isfinite(value):
+            self.optimizer.zero_grad(set_to_none=True)
+            where = f"; the last good checkpoint in {self.out_dir} is intact" if self.out_dir is not None else ""
+            raise TrainingDiverged(f"loss became {value} at step {self.step}{where}")
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        for cb in self.callbacks:
+            cb.on_before_optimizer_step(self, self.step)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return value
+
+    def _eval_and_log(self, train_losses: list[float], tokens_per_s: float) -> None:
+        val = self.evaluate()
+        self.best_val = min(self.best_val, val)
+        record = {
+            "step": self.step,
+            "tokens": self.step * self.cfg.train.batch_size * self.cfg.train.grad_accum * self.cfg.model.block_size,
+            "train_loss": statistics.fmean(train_losses) if train_losses else val,
+            "val_loss": val,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "tokens_per_s": tokens_per_s,
+            "wall_s": self.wall_offset + time.perf_counter() - self._t0,
+        }
+        for cb in self.callbacks:
+            cb.on_eval(self, self.step, record)
+        self._append_metrics(record)
+        self.log(
+            f"step {self.step:>6} | train {record['train_loss']:.4f} | val {val:.4f} | "
+            f"lr {record['lr']:.2e} | {tokens_per_s:,.0f} tok/s"
+        )
+        if not math.isfinite(val):
+            raise TrainingDiverged(f"validation loss became {val} at step {self.step}")
+
+    def fit(self, until: int | None = None) -> dict[str, Any]:
+        """Train to ``train.max_iters`` (or stop early at step ``until``, checkpointed, for a later resume)."""
+        t, m = self.cfg.train, self.cfg.model
+        end = t.max_iters if until is None else min(until, t.max_iters)
+        self._t0 = time.perf_counter()
+        if self.out_dir is not None and self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.atomic_write_json(self.out_dir / "config.json", self.cfg.to_dict())
+            self.data.tokenizer.save(self.out_dir / "tokenizer.json")  # for `geoformer sample`
+            self._write_metrics_file()  # on resume: drop records past the checkpoint
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        tokens_per_step = t.batch_size * t.grad_accum * m.block_size
+        throughputs: list[float] = [r["tokens_per_s"] for r in self.history if r.get("tokens_per_s")]
+        bar = None
+        if self.progress and self.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=t.max_iters, initial=self.step, desc=self.progress_desc, leave=False, dynamic_ncols=True)
+        fresh = not self.history or self.history[-1]["step"] != self.step
+        if fresh:
+            self._eval_and_log([], 0.0)
+            self.save_checkpoint()
+        train_losses: list[float] = []
+        seg_t0, seg_steps = time.perf_counter(), 0
+        try:
+            while self.step < end:
+                loss = self._train_step()
+                self.step += 1
+                seg_steps += 1
+                train_losses.append(loss)
+                for cb in self.callbacks:
+                    cb.on_step_end(self, self.step, loss)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                if self.step % t.eval_interval == 0 or self.step == t.max_iters:
+                    tps = seg_steps * tokens_per_step / (time.perf_counter() - seg_t0)
+                    throughputs.append(tps)
+                    self._eval_and_log(train_losses, tps)
+                    self.save_checkpoint()
+                    train_losses, seg_t0, seg_steps = [], time.perf_counter(), 0
+            if self.step != self.history[-1]["step"]:  # stopped at `until` between evaluations
+                tps = seg_steps * tokens_per_step / max(time.perf_counter() - seg_t0, 1e-9)
+                self._eval_and_log(train_losses, tps)
+                self.save_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+        vals = [r["val_loss"] for r in self.history]
+        summary = {
+            "final_val_loss": vals[-1],
+            "best_val_loss": min(vals),
+            "final_train_loss": self.history[-1]["train_loss"],
+            "step": self.step,
+            "tokens": self.step * tokens_per_step,
+            "params": self.raw_model.num_params(),
+            "wall_s": self.wall_offset + time.perf_counter() - self._t0,
+            "tokens_per_s": statistics.median(throughputs) if throughputs else 0.0,
+            "peak_rss_mb": peak_rss_mb(),
+            "device": str(self.device),
+            "world_size": self.dist.world_size,
+            "completed": self.step >= t.max_iters,
+        }
+        if self.device.type == "cuda":
+            summary["peak_cuda_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        for cb in self.callbacks:
+            cb.on_train_end(self, summary)
+        if self.out_dir is not None and self.is_main:
+            checkpoint.atomic_write_json(self.out_dir / "summary.json", summary)
+        return summary
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, RunConfig, dict[str, Any]]:
+    """Rebuild the model of a checkpoint (a run folder or a ckpt.pt) for sampling or analysis."""
+    state = checkpoint.load(Path(path), map_location=device)
+    try:
+        cfg = RunConfig.from_dict(state["config"])
+        model = GPT(cfg.model)
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError, TypeError, GeoformerError) as e:
+        raise GeoformerError(f"checkpoint {path} is incompatible with this version of geoformer: {e}") from None
+    return model.to(device).eval(), cfg, state
+
+
+__all__ = ["Trainer", "load_model", "prepare_out_dir", "pick_device", "asdict"]

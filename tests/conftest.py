@@ -1,0 +1,48 @@
+"""Shared fixtures: a small deterministic corpus, a private data cache and tiny run configs."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from geoformer import config as C
+
+WORDS = (
+    "the king is dead long live the king to be or not to be that is the question "
+    "all the world's a stage and all the men and women merely players what light through yonder window breaks"
+).split()
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Prepared token arrays go to a per-session temp folder, never the user's cache."""
+    monkeypatch.setenv("GEOFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def make_text(n_words: int = 6000, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_words // 12):
+        lines.append(" ".join(rng.choice(WORDS) for _ in range(12)).capitalize() + ".")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    p = tmp_path / "corpus.txt"
+    p.write_text(make_text(), encoding="utf-8")
+    return p
+
+
+def tiny_config(source, **train) -> C.RunConfig:
+    raw = {
+        "seed": 0,
+        "model": {"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32},
+        "data": {"source": str(source)},
+        "train": {"max_iters": 20, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_iters": 2,
+                  "eval_interval": 5, "eval_iters": 2, "threads": 1, **train},
+    }
+    return C.build_config(raw)
