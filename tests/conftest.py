@@ -42,7 +42,16 @@ def tiny_config(source, **train) -> C.RunConfig:
         "seed": 0,
         "model": {"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32},
         "data": {"source": str(source)},
-        "train": {"max_iters": 20, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_iters": 2,
-                  "eval_interval": 5, "eval_iters": 2, "threads": 1, **train},
+        "train": {
+            "max_iters": 20,
+            "batch_size": 4,
+            "lr": 3e-3,
+            "min_lr": 3e-4,
+            "warmup_iters": 2,
+            "eval_interval": 5,
+            "eval_iters": 2,
+            "threads": 1,
+            **train,
+        },
     }
     return C.build_config(raw)

@@ -68,8 +68,9 @@ def test_train_writes_contract_files_and_sample_works(trained, capsys):
 
 
 def test_resume_from_folder_alone_extends_run(trained, capsys):
-    code, _, err = run_cli(["train", "--out", str(trained), "--resume", "--set", "train.max_iters=9",
-                            "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["train", "--out", str(trained), "--resume", "--set", "train.max_iters=9", "--quiet"], capsys
+    )
     assert code == 0, err
     steps = [json.loads(x)["step"] for x in (trained / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 3, 6, 9]
@@ -87,7 +88,9 @@ def test_resume_from_folder_alone_extends_run(trained, capsys):
     ],
 )
 def test_bad_config_input(tmp_path, tiny_toml, capsys, extra, match):
-    argv = ["train", "--out", str(tmp_path / "o")] + (extra if extra[0] == "--preset" else ["--config", str(tiny_toml), *extra])
+    argv = ["train", "--out", str(tmp_path / "o")] + (
+        extra if extra[0] == "--preset" else ["--config", str(tiny_toml), *extra]
+    )
     code, _, err = run_cli(argv, capsys)
     assert_one_line_error(code, err, match)
 
@@ -108,8 +111,9 @@ def test_bad_data_paths(tmp_path, tiny_toml, capsys, kind):
         target.mkdir()
     elif kind == "binary":
         target.write_bytes(bytes(range(256)) * 8)
-    code, _, err = run_cli(["train", "--config", str(tiny_toml), "--data", str(target), "--out",
-                            str(tmp_path / "o")], capsys)
+    code, _, err = run_cli(
+        ["train", "--config", str(tiny_toml), "--data", str(target), "--out", str(tmp_path / "o")], capsys
+    )
     assert_one_line_error(code, err, str(target))
 
 
@@ -132,8 +136,10 @@ def test_corrupt_checkpoint(trained, capsys):
 
 def test_incompatible_checkpoint(trained, tiny_toml, capsys):
     before = snapshot(trained)
-    code, _, err = run_cli(["train", "--config", str(tiny_toml), "--set", "model.n_embd=32", "--out",
-                            str(trained), "--resume"], capsys)
+    code, _, err = run_cli(
+        ["train", "--config", str(tiny_toml), "--set", "model.n_embd=32", "--out", str(trained), "--resume"],
+        capsys,
+    )
     assert_one_line_error(code, err, "incompatible")
     assert snapshot(trained) == before
 
@@ -150,7 +156,11 @@ def test_usage_errors_are_one_line(capsys):
 
 def test_console_entry_prints_no_traceback(tmp_path):
     """The real process: one line on stderr, exit status 2."""
-    r = subprocess.run([sys.executable, "-m", "geoformer", "train", "--preset", "nope", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "geoformer", "train", "--preset", "nope", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "Traceback" not in r.stderr

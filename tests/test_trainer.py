@@ -46,8 +46,13 @@ def test_resume_is_bit_identical(corpus, tmp_path, dropout):
     b = Trainer(cfg_b, tmp_path / "b", progress=False, quiet=True)
     b.fit(until=7)  # stops between evaluations
     assert b.step == 7
-    b2 = Trainer(tiny_config(corpus, max_iters=20) if dropout == 0 else cfg_b, tmp_path / "b", resume=True,
-                 progress=False, quiet=True)
+    b2 = Trainer(
+        tiny_config(corpus, max_iters=20) if dropout == 0 else cfg_b,
+        tmp_path / "b",
+        resume=True,
+        progress=False,
+        quiet=True,
+    )
     b2.fit()
     pa, pb = params(a), params(b2)
     assert pa.keys() == pb.keys()

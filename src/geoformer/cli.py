@@ -24,8 +24,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", help="a preset name from configs/ (e.g. quick, shakespeare_char)")
     g.add_argument("--config", help="a TOML file with [model], [data], [train] sections")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.lr=3e-4 --set model.attention=local")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=3e-4 --set model.attention=local",
+    )
     p.add_argument("--data", help="shortcut for --set data.source=PATH (a UTF-8 text file or folder)")
 
 
@@ -91,8 +96,9 @@ def cmd_sample(args) -> int:
     if not ids:
         raise GeoformerError("the prompt encodes to no tokens")
     g = torch.Generator().manual_seed(args.seed)
-    out = model.generate(torch.tensor([ids]), args.tokens, temperature=args.temperature,
-                         top_k=args.top_k, generator=g)
+    out = model.generate(
+        torch.tensor([ids]), args.tokens, temperature=args.temperature, top_k=args.top_k, generator=g
+    )
     print(tok.decode(out[0].tolist()))
     return 0
 
@@ -102,8 +108,16 @@ def cmd_compare(args) -> int:
 
     variants = [v for v in args.variants.split(",") if v] if args.variants else None
     run_compare(
-        preset=args.preset, config=args.config, sets=args.set, data=args.data, variants=variants,
-        seeds=args.seeds, out=Path(args.out), force=args.force, resume=args.resume, quiet=args.quiet,
+        preset=args.preset,
+        config=args.config,
+        sets=args.set,
+        data=args.data,
+        variants=variants,
+        seeds=args.seeds,
+        out=Path(args.out),
+        force=args.force,
+        resume=args.resume,
+        quiet=args.quiet,
     )
     return 0
 
@@ -126,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="geoformer", description="Structure-aware transformers against a plain GPT baseline.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train one model; writes config.json, metrics.jsonl, summary.json, ckpt.pt")
+    t = sub.add_parser(
+        "train", help="train one model; writes config.json, metrics.jsonl, summary.json, ckpt.pt"
+    )
     _add_config_args(t)
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -179,7 +195,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"geoformer: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
-        print("geoformer: interrupted; finished checkpoints and results are kept (use --resume)", file=sys.stderr)
+        print(
+            "geoformer: interrupted; finished checkpoints and results are kept (use --resume)",
+            file=sys.stderr,
+        )
         code = 130
     finally:
         from geoformer.train import distributed

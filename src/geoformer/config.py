@@ -54,6 +54,7 @@ class TrainConfig:
     compile: bool = False
     deterministic: bool = True
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    callbacks: list[str] = field(default_factory=list)  # registered callback names, e.g. ["attn_stats"]
 
 
 @dataclass
@@ -225,11 +226,19 @@ def validate(cfg: RunConfig) -> None:
     m, t, d = cfg.model, cfg.train, cfg.data
     attention.make_options(m.attention, m.attn)  # unknown kind / option -> lists the known ones
     schedules.get(t.schedule)
+    from geoformer.train.callbacks import callback_names
+
+    unknown = [c for c in t.callbacks if c not in callback_names()]
+    if unknown:
+        raise GeoformerError(f"unknown callback {unknown[0]!r}; known callbacks: {', '.join(callback_names())}")
     if d.tokenizer not in ("char", "bpe"):
         raise GeoformerError(f"unknown tokenizer {d.tokenizer!r}; known tokenizers: bpe, char")
     checks = [
         (m.n_layer >= 1, "model.n_layer must be >= 1"),
-        (m.n_head >= 1 and m.n_embd % m.n_head == 0, "model.n_embd must be a positive multiple of model.n_head"),
+        (
+            m.n_head >= 1 and m.n_embd % m.n_head == 0,
+            "model.n_embd must be a positive multiple of model.n_head",
+        ),
         (m.block_size >= 1, "model.block_size must be >= 1"),
         (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
         (t.max_iters >= 1, "train.max_iters must be >= 1"),

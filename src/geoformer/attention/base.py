@@ -37,7 +37,9 @@ class QKVAttention(nn.Module):
     (projections, head split, dropout) is shared so the kinds differ only in the kernel.
     """
 
-    def __init__(self, n_embd: int, n_head: int, *, dropout: float, bias: bool, block_size: int, opts) -> None:
+    def __init__(
+        self, n_embd: int, n_head: int, *, dropout: float, bias: bool, block_size: int, opts
+    ) -> None:
         super().__init__()
         if n_embd % n_head != 0:
             raise GeoformerError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
@@ -71,6 +73,16 @@ class QKVAttention(nn.Module):
     def mask_for(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """The boolean keep-mask this kind applies; (T, T) or (B, H, T, T). Used by tests and `naive`."""
         return causal_mask(q.size(-2), q.device)
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The (B, H, T, T) attention probabilities this kind applies to ``x`` (diagnostics, tests)."""
+        q, k, _ = self.split_heads(x)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+        return torch.softmax(scores.masked_fill(~self.mask_for(q, k), float("-inf")), dim=-1)
+
+    def head_labels(self) -> list[str]:
+        """One label per head, used to group diagnostics (e.g. by irrep for gauge attention)."""
+        return [f"h{i}" for i in range(self.n_head)]
 
     def naive(self, q, k, v):
         """Explicit reference with this kind's mask (no dropout)."""

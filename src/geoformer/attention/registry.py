@@ -48,9 +48,7 @@ def get(name: str) -> type[nn.Module]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise GeoformerError(
-            f"unknown attention kind {name!r}; known kinds: {', '.join(names())}"
-        ) from None
+        raise GeoformerError(f"unknown attention kind {name!r}; known kinds: {', '.join(names())}") from None
 
 
 def make_options(name: str, options: dict[str, Any] | None) -> Any:

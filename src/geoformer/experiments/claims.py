@@ -3,7 +3,7 @@
 A claim is registered with :func:`claim`; its check function receives a :class:`ClaimContext`
 (output folder, quick flag, quiet flag) and returns a :class:`Verdict`. ``geoformer claims`` runs the
 checks and writes ``CLAIMS.md`` and ``claims.json`` after every claim, so a crash loses nothing.
-Each idea's module adds its own rows; see :mod:`geoformer.experiments.claims_arena` for the pattern.
+Each idea adds its rows in its own ``experiments/claims_<idea>.py``; see ``claims_arena.py`` for the pattern.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import math
+import pkgutil
 import time
 import traceback
 from collections.abc import Callable
@@ -22,8 +23,6 @@ from geoformer.errors import GeoformerError
 from geoformer.train import checkpoint
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
-# modules whose import registers claims (one per idea)
-CLAIM_MODULES = ["geoformer.experiments.claims_arena"]
 
 
 @dataclass
@@ -70,8 +69,12 @@ def claim(*, id: str, claim: str, source: str, experiment: str, rule: str):
 
 
 def all_claims() -> dict[str, Claim]:
-    for mod in CLAIM_MODULES:
-        importlib.import_module(mod)
+    """Every registered claim; each ``geoformer.experiments.claims_*`` module (one per idea) is imported."""
+    import geoformer.experiments as pkg
+
+    for m in pkgutil.iter_modules(pkg.__path__):
+        if m.name.startswith("claims_"):
+            importlib.import_module(f"{pkg.__name__}.{m.name}")
     return dict(_CLAIMS)
 
 
@@ -110,14 +113,24 @@ def render_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [r["id"], r["claim"], r["source"], r["experiment"], r["measured"], f"**{r['verdict']}**", r["rule"]]
+        cells = [
+            r["id"],
+            r["claim"],
+            r["source"],
+            r["experiment"],
+            r["measured"],
+            f"**{r['verdict']}**",
+            r["rule"],
+        ]
         lines.append("| " + " | ".join(_md_escape(str(c)) for c in cells) + " |")
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     lines += ["", "Totals: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", ""]
     return "\n".join(lines)
 
 
-def run_claims(*, out: Path, quick: bool, only: list[str] | None, force: bool = False, quiet: bool = False) -> list[dict]:
+def run_claims(
+    *, out: Path, quick: bool, only: list[str] | None, force: bool = False, quiet: bool = False
+) -> list[dict]:
     claims = all_claims()
     if only:
         unknown = [c for c in only if c not in claims]
@@ -134,7 +147,9 @@ def run_claims(*, out: Path, quick: bool, only: list[str] | None, force: bool = 
     import torch
 
     meta = {
-        "command": "geoformer claims" + (" --quick" if quick else "") + (f" --only {','.join(only)}" if only else ""),
+        "command": "geoformer claims"
+        + (" --quick" if quick else "")
+        + (f" --only {','.join(only)}" if only else ""),
         "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.system()} {platform.machine()}, torch {torch.__version__}, python {sys.version.split()[0]}",
         "quick": quick,
@@ -151,10 +166,15 @@ def run_claims(*, out: Path, quick: bool, only: list[str] | None, force: bool = 
         except GeoformerError:
             raise
         except Exception as e:  # a broken check is reported in its row, the ledger goes on
-            v = Verdict(measured=f"check failed: {type(e).__name__}: {e}", verdict="inconclusive",
-                        details={"traceback": traceback.format_exc()})
+            v = Verdict(
+                measured=f"check failed: {type(e).__name__}: {e}",
+                verdict="inconclusive",
+                details={"traceback": traceback.format_exc()},
+            )
         row = {k: v2 for k, v2 in asdict(c).items() if k != "check"}
-        row.update(measured=v.measured, verdict=v.verdict, details=v.details, seconds=time.perf_counter() - t0)
+        row.update(
+            measured=v.measured, verdict=v.verdict, details=v.details, seconds=time.perf_counter() - t0
+        )
         rows.append(row)
         checkpoint.atomic_write_json(out / "claims.json", {"meta": meta, "claims": rows})
         checkpoint.atomic_write_text(out / "CLAIMS.md", render_markdown(rows, meta))

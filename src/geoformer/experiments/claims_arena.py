@@ -21,8 +21,16 @@ def constant_beats_cosine(ctx: ClaimContext) -> Verdict:
 
     sets = [("train.max_iters", 300), ("train.eval_interval", 100)] if ctx.quick else []
     res = run_compare(
-        preset="schedules", config=None, sets=None, data=None, variants=["constant", "cosine"], seeds=3,
-        out=ctx.out, force=True, quiet=ctx.quiet, extra_sets=sets,
+        preset="schedules",
+        config=None,
+        sets=None,
+        data=None,
+        variants=["constant", "cosine"],
+        seeds=3,
+        out=ctx.out,
+        force=True,
+        quiet=ctx.quiet,
+        extra_sets=sets,
     )
     finals = {
         name: [r["summary"]["final_val_loss"] for r in v["runs"]] for name, v in res["variants"].items()

@@ -39,7 +39,9 @@ def compare_spec(raw: dict[str, Any]) -> tuple[str, int, dict[str, dict[str, Any
     variants = {name: dict(ov or {}) for name, ov in spec["variants"].items()}
     baseline = spec.get("baseline", next(iter(variants)))
     if baseline not in variants:
-        raise GeoformerError(f"compare.baseline {baseline!r} is not one of the variants: {', '.join(variants)}")
+        raise GeoformerError(
+            f"compare.baseline {baseline!r} is not one of the variants: {', '.join(variants)}"
+        )
     seeds = spec.get("seeds", 3)
     if not isinstance(seeds, int) or seeds < 1:
         raise GeoformerError("compare.seeds must be a positive integer")
@@ -65,9 +67,7 @@ def plan(
     seed_list = [base.seed + i for i in range(n_seeds)]
     configs: dict[str, list[C.RunConfig]] = {}
     for name, overrides in spec.items():
-        configs[name] = [
-            C.build_config(raw, [*sets, *overrides.items(), ("seed", s)]) for s in seed_list
-        ]
+        configs[name] = [C.build_config(raw, [*sets, *overrides.items(), ("seed", s)]) for s in seed_list]
     budgets = {n: _tokens(cs[0]) for n, cs in configs.items()}
     if len(set(budgets.values())) > 1:
         raise GeoformerError(f"variants must train on the same token budget; got {budgets}")
@@ -132,24 +132,27 @@ def run_compare(
         "command": "geoformer " + shlex.join(sys.argv[1:]) if sys.argv and "geoformer" in sys.argv[0] else "",
         "variants": {},
     }
-    jobs = [(name, i, cfg) for name, cfgs in configs.items() for i, cfg in enumerate(cfgs)]
+    jobs = [(name, cfg) for name, cfgs in configs.items() for cfg in cfgs]
     from tqdm.auto import tqdm
 
     bar = tqdm(jobs, desc="compare", disable=quiet, dynamic_ncols=True)
-    for name, i, cfg in bar:
+    for name, cfg in bar:
         bar.set_description(f"compare: {name} seed {cfg.seed}")
         run_dir = out / "runs" / name / f"seed{cfg.seed}"
         run = _read_run(run_dir) if resume else None
         if run is None:
             prepare_out_dir(run_dir, resume=False, force=True)
             try:
-                trainer = Trainer(cfg, run_dir, quiet=quiet, progress=not quiet,
-                                  progress_desc=f"{name}/seed{cfg.seed}")
+                trainer = Trainer(
+                    cfg, run_dir, quiet=quiet, progress=not quiet, progress_desc=f"{name}/seed{cfg.seed}"
+                )
                 trainer.fit()
                 run = _read_run(run_dir)
             except TrainingDiverged as e:
-                run = {"summary": {"final_val_loss": math.nan, "best_val_loss": math.nan, "diverged": str(e)},
-                       "metrics": []}
+                run = {
+                    "summary": {"final_val_loss": math.nan, "best_val_loss": math.nan, "diverged": str(e)},
+                    "metrics": [],
+                }
             if quiet:
                 s = run["summary"]
                 print(f"{name} seed {cfg.seed}: val loss {s['final_val_loss']:.4f}", flush=True)

@@ -61,8 +61,13 @@ class Block(nn.Module):
         super().__init__()
         self.ln_1 = LayerNorm(cfg.n_embd, cfg.bias)
         self.attn = attention.build(
-            cfg.attention, cfg.n_embd, cfg.n_head,
-            dropout=cfg.dropout, bias=cfg.bias, block_size=cfg.block_size, options=cfg.attn,
+            cfg.attention,
+            cfg.n_embd,
+            cfg.n_head,
+            dropout=cfg.dropout,
+            bias=cfg.bias,
+            block_size=cfg.block_size,
+            options=cfg.attn,
         )
         self.ln_2 = LayerNorm(cfg.n_embd, cfg.bias)
         self.mlp = MLP(cfg)

@@ -29,3 +29,48 @@ class Callback:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+_CALLBACKS: dict[str, type[Callback]] = {}
+
+
+def register_callback(name: str):
+    """Make a callback class available to configs as ``train.callbacks = ["name", ...]``.
+
+    The class is constructed with the run's :class:`~geoformer.config.RunConfig` as its only argument.
+    """
+
+    def deco(cls: type[Callback]) -> type[Callback]:
+        _CALLBACKS[name] = cls
+        return cls
+
+    return deco
+
+
+def callback_names() -> list[str]:
+    _import_callback_modules()
+    return sorted(_CALLBACKS)
+
+
+def build_callbacks(names: list[str], cfg) -> list[Callback]:
+    from geoformer.errors import GeoformerError
+
+    _import_callback_modules()
+    out = []
+    for n in names:
+        if n not in _CALLBACKS:
+            raise GeoformerError(f"unknown callback {n!r}; known callbacks: {', '.join(sorted(_CALLBACKS))}")
+        out.append(_CALLBACKS[n](cfg))
+    return out
+
+
+def _import_callback_modules() -> None:
+    """Callbacks live next to what they measure; importing these registers them."""
+    import importlib
+
+    for mod in CALLBACK_MODULES:
+        importlib.import_module(mod)
+
+
+# modules that register callbacks (append yours)
+CALLBACK_MODULES: list[str] = ["geoformer.diagnostics.attention_stats"]

@@ -58,7 +58,9 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         # weights_only=False: the checkpoint holds RNG states and plain dicts we wrote ourselves
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # torch raises many types for truncated / foreign files
-        raise GeoformerError(f"cannot read checkpoint {path}: corrupt or not a torch file ({type(e).__name__})") from None
+        raise GeoformerError(
+            f"cannot read checkpoint {path}: corrupt or not a torch file ({type(e).__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise GeoformerError(f"{path} is not a geoformer checkpoint (format {FORMAT} expected)")
     return state

@@ -65,7 +65,9 @@ def constant(optimizer, t) -> LRScheduler:
 @register("cosine")
 def cosine(optimizer, t) -> LRScheduler:
     """Cosine from train.lr to train.min_lr over train.max_iters, no warmup."""
-    return LambdaLR(optimizer, _relative(lambda it: warmup_cosine_lr(it, t.lr, t.min_lr, 0, t.max_iters), t.lr))
+    return LambdaLR(
+        optimizer, _relative(lambda it: warmup_cosine_lr(it, t.lr, t.min_lr, 0, t.max_iters), t.lr)
+    )
 
 
 @register("warmup_cosine")

@@ -30,7 +30,7 @@ from geoformer.config import RunConfig
 from geoformer.errors import GeoformerError, TrainingDiverged
 from geoformer.models import GPT
 from geoformer.train import checkpoint, distributed, schedules
-from geoformer.train.callbacks import Callback
+from geoformer.train.callbacks import Callback, build_callbacks
 
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "ckpt.pt")
 
@@ -98,7 +98,7 @@ class Trainer:
     ) -> None:
         self.cfg = cfg = copy.deepcopy(cfg)  # vocab_size is filled in from the data
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.callbacks = list(callbacks)
+        self.callbacks = [*build_callbacks(cfg.train.callbacks, cfg), *callbacks]
         self.quiet = quiet
         self.progress = progress and not quiet
         self.progress_desc = progress_desc
@@ -130,14 +130,18 @@ class Trainer:
         self.model = GPT(cfg.model).to(self.device)
         self.raw_model = self.model
         self.optimizer = torch.optim.AdamW(
-            self.model.param_groups(t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2),
+            self.model.param_groups(t.weight_decay),
+            lr=t.lr,
+            betas=(t.beta1, t.beta2),
             **({"fused": True} if self.device.type == "cuda" else {}),
         )
         self.scheduler = schedules.build(t.schedule, self.optimizer, t)
         if t.compile:
             self.model = torch.compile(self.model)
         if self.dist.enabled:
-            self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.model = DDP(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.autocast = self._autocast_ctx()
         self.batch_gen = torch.Generator().manual_seed(cfg.seed)
         self.val_batches = gdata.fixed_batches(
@@ -172,7 +176,9 @@ class Trainer:
     # ------------------------------------------------------------------ batches and evaluation
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's slice of the next global batch (every rank advances the generator identically)."""
-        x, y = gdata.sample_batch(self.data.train, self.cfg.train.batch_size, self.cfg.model.block_size, self.batch_gen)
+        x, y = gdata.sample_batch(
+            self.data.train, self.cfg.train.batch_size, self.cfg.model.block_size, self.batch_gen
+        )
         if self.dist.enabled:
             sl = slice(self.dist.rank * self.micro_batch, (self.dist.rank + 1) * self.micro_batch)
             x, y = x[sl], y[sl]
@@ -224,7 +230,9 @@ class Trainer:
         for sec in ("model", "data"):
             if saved.get(sec) != mine[sec]:
                 diff = [k for k in mine[sec] if saved.get(sec, {}).get(k) != mine[sec][k]]
-                raise GeoformerError(f"checkpoint {path} is incompatible: {sec}.{diff[0] if diff else '?'} differs")
+                raise GeoformerError(
+                    f"checkpoint {path} is incompatible: {sec}.{diff[0] if diff else '?'} differs"
+                )
         try:
             self.raw_model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -236,7 +244,9 @@ class Trainer:
             for cb, s in zip(self.callbacks, state.get("callbacks", []), strict=False):
                 cb.load_state_dict(s)
         except (KeyError, RuntimeError, ValueError) as e:
-            raise GeoformerError(f"checkpoint {path} is incompatible with this model: {str(e).splitlines()[0]}") from None
+            raise GeoformerError(
+                f"checkpoint {path} is incompatible with this model: {str(e).splitlines()[0]}"
+            ) from None
         self.step = int(state["step"])
         self.best_val = float(state["best_val"])
         self.wall_offset = float(state.get("wall_s", 0.0))
@@ -273,7 +283,9 @@ class Trainer:
         value = total.item()
         if not math.isfinite(value):
             self.optimizer.zero_grad(set_to_none=True)
-            where = f"; the last good checkpoint in {self.out_dir} is intact" if self.out_dir is not None else ""
+            where = (
+                f"; the last good checkpoint in {self.out_dir} is intact" if self.out_dir is not None else ""
+            )
             raise TrainingDiverged(f"loss became {value} at step {self.step}{where}")
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -289,7 +301,10 @@ class Trainer:
         self.best_val = min(self.best_val, val)
         record = {
             "step": self.step,
-            "tokens": self.step * self.cfg.train.batch_size * self.cfg.train.grad_accum * self.cfg.model.block_size,
+            "tokens": self.step
+            * self.cfg.train.batch_size
+            * self.cfg.train.grad_accum
+            * self.cfg.model.block_size,
             "train_loss": statistics.fmean(train_losses) if train_losses else val,
             "val_loss": val,
             "lr": self.optimizer.param_groups[0]["lr"],
@@ -324,7 +339,9 @@ class Trainer:
         if self.progress and self.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=t.max_iters, initial=self.step, desc=self.progress_desc, leave=False, dynamic_ncols=True)
+            bar = tqdm(
+                total=t.max_iters, initial=self.step, desc=self.progress_desc, leave=False, dynamic_ncols=True
+            )
         fresh = not self.history or self.history[-1]["step"] != self.step
         if fresh:
             self._eval_and_log([], 0.0)
@@ -387,7 +404,9 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, RunConfig, d
         model = GPT(cfg.model)
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, TypeError, GeoformerError) as e:
-        raise GeoformerError(f"checkpoint {path} is incompatible with this version of geoformer: {e}") from None
+        raise GeoformerError(
+            f"checkpoint {path} is incompatible with this version of geoformer: {e}"
+        ) from None
     return model.to(device).eval(), cfg, state
 
 

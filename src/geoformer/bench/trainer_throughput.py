@@ -1,0 +1,224 @@
+"""Training throughput of :class:`~geoformer.train.trainer.Trainer` against a minimal hand-written loop.
+
+The hand loop is nanoGPT's: the same :class:`GPT` built from the same config and seed, AdamW with the same
+param groups and betas, the lr of the configured schedule set per step, the same batch and block size,
+batches from :func:`geoformer.data.sample_batch`, then forward, backward, ``clip_grad_norm_``, ``step``,
+``zero_grad(set_to_none=True)``. Both run in this process, alternating ``repeats`` times (the order flips
+every repeat) to cancel drift; each times ``steps`` steps after ``warmup`` excluded ones. The trainer is
+timed from a callback, so its set-up and its evaluations fall outside the timed window. The same seed and
+batches make both loops compute the same losses, which is checked as a sanity test of the comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from geoformer import data as gdata
+from geoformer.bench._common import (
+    fmt,
+    machine_info,
+    markdown_table,
+    positive_int,
+    prepare_out,
+    sync,
+    write_json,
+)
+from geoformer.config import RunConfig
+from geoformer.models import GPT
+from geoformer.train import schedules
+from geoformer.train.callbacks import Callback
+
+TARGET_RATIO = 0.95
+NO_EVAL = 10**9  # an eval_interval no timed run reaches (the trainer still evaluates at step 0 and at the end)
+
+
+def bench_config(cfg: RunConfig, steps: int, warmup: int, vocab_size: int) -> RunConfig:
+    """A copy of ``cfg`` that trains exactly ``warmup + steps`` steps with no evaluation in between."""
+    d = cfg.to_dict()
+    d["train"].update(max_iters=warmup + steps, eval_interval=NO_EVAL, eval_iters=1)
+    d["model"]["vocab_size"] = cfg.model.vocab_size or vocab_size
+    return RunConfig.from_dict(d)
+
+
+def tokens_per_step(cfg: RunConfig) -> int:
+    t = cfg.train
+    return t.batch_size * t.grad_accum * cfg.model.block_size
+
+
+def autocast_for(cfg: RunConfig, device: torch.device):
+    """The trainer's mixed-precision rule: bf16 autocast on CUDA (dtype auto/bfloat16) or when asked."""
+    dt = cfg.train.dtype
+    if dt == "bfloat16" or (device.type == "cuda" and dt == "auto"):
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def lr_values(cfg: RunConfig, n: int) -> list[float]:
+    """The lr of the configured schedule at steps 0..n-1 (read off the same scheduler the trainer uses)."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.train.lr)
+    sched = schedules.build(cfg.train.schedule, opt, cfg.train)
+    values = []
+    for _ in range(n):
+        values.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return values
+
+
+class StepTimer(Callback):
+    """Times trainer steps ``start+1 .. end`` from ``on_step_end`` (set-up and evaluation excluded)."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.t0 = self.t1 = None
+        self.last_loss: float | None = None
+
+    def on_step_end(self, trainer, step: int, loss: float) -> None:
+        if step == self.start:
+            sync(trainer.device)
+            self.t0 = time.perf_counter()
+        elif step == self.end:
+            sync(trainer.device)
+            self.t1 = time.perf_counter()
+            self.last_loss = loss
+
+    @property
+    def seconds(self) -> float:
+        return self.t1 - self.t0
+
+
+def run_trainer_once(cfg: RunConfig, data: gdata.TokenData, steps: int, warmup: int) -> dict[str, float]:
+    """Tokens/s of ``Trainer.fit`` over ``steps`` steps after ``warmup``, and its last loss."""
+    from geoformer.train.trainer import Trainer
+
+    timer = StepTimer(warmup, warmup + steps)
+    trainer = Trainer(cfg, out_dir=None, callbacks=[timer], quiet=True, progress=False, data=data)
+    with contextlib.redirect_stdout(io.StringIO()):  # quiet=True still prints a line per evaluation
+        trainer.fit()
+    del trainer
+    return {"tokens_per_s": steps * tokens_per_step(cfg) / timer.seconds, "last_loss": timer.last_loss}
+
+
+def run_hand_once(cfg: RunConfig, data: gdata.TokenData, steps: int, warmup: int) -> dict[str, float]:
+    """Tokens/s of the minimal nanoGPT loop over ``steps`` steps after ``warmup``, and its last loss."""
+    from geoformer.train.trainer import pick_device
+
+    t, m = cfg.train, cfg.model
+    device = pick_device(t.device)
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(cfg.seed)
+    model = GPT(m).to(device).train()
+    opt = torch.optim.AdamW(model.param_groups(t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2),
+                            **({"fused": True} if device.type == "cuda" else {}))
+    lrs = lr_values(cfg, warmup + steps)
+    autocast = autocast_for(cfg, device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t0 = 0.0
+    for it in range(warmup + steps):
+        if it == warmup:
+            sync(device)
+            t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = lrs[it]
+        for _ in range(t.grad_accum):
+            x, y = gdata.sample_batch(data.train, t.batch_size, m.block_size, gen)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast():
+                _, loss = model(x, y)
+            (loss / t.grad_accum).backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    last = loss.item() if t.grad_accum == 1 else None  # the trainer reports the mean over micro-batches
+    return {"tokens_per_s": steps * tokens_per_step(cfg) / seconds, "last_loss": last}
+
+
+def run_trainer_bench(cfg: RunConfig, *, steps: int = 60, warmup: int = 10, repeats: int = 3,
+                      log=None) -> dict[str, Any]:
+    """Alternate trainer and hand-loop runs ``repeats`` times; returns machine, settings, runs and summary."""
+    positive_int("--steps", steps)
+    positive_int("--warmup", warmup)
+    positive_int("--repeats", repeats)
+    data = gdata.prepare_data(cfg.data)
+    gdata.check_block_size(data, cfg.model.block_size)
+    cfg = bench_config(cfg, steps, warmup, data.vocab_size)
+    runners = {"trainer": run_trainer_once, "hand": run_hand_once}
+    runs: list[dict[str, Any]] = []
+    for r in range(repeats):
+        order = ("trainer", "hand") if r % 2 == 0 else ("hand", "trainer")
+        for name in order:
+            res = runners[name](RunConfig.from_dict(cfg.to_dict()), data, steps, warmup)
+            runs.append({"repeat": r, "loop": name, **res})
+            gc.collect()
+            if log is not None:
+                log(f"  repeat {r}: {name:>7} {res['tokens_per_s']:,.0f} tok/s")
+    from geoformer.train.trainer import pick_device
+
+    device = pick_device(cfg.train.device)
+    return {
+        "machine": machine_info(device),
+        "settings": {"steps": steps, "warmup": warmup, "repeats": repeats,
+                     "tokens_per_step": tokens_per_step(cfg), "config": cfg.to_dict()},
+        "runs": runs,
+        "summary": summarize(runs),
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median tokens/s of each loop, their ratio, and whether both loops computed the same losses."""
+    med = {n: statistics.median(r["tokens_per_s"] for r in runs if r["loop"] == n) for n in ("trainer", "hand")}
+    losses = {n: [r["last_loss"] for r in runs if r["loop"] == n] for n in ("trainer", "hand")}
+    diffs = [abs(a - b) for a, b in zip(losses["trainer"], losses["hand"], strict=True) if a is not None]
+    diff = max(diffs) if diffs else None
+    ratio = med["trainer"] / med["hand"]
+    return {
+        "trainer_tokens_per_s": med["trainer"], "hand_tokens_per_s": med["hand"],
+        "ratio_trainer_vs_hand": ratio, "target": TARGET_RATIO, "meets_target": ratio >= TARGET_RATIO,
+        "max_last_loss_diff": diff,
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Per-repeat tokens/s of both loops and the medians, as markdown."""
+    runs, s = result["runs"], result["summary"]
+    rows = []
+    for r in sorted({x["repeat"] for x in runs}):
+        by = {x["loop"]: x["tokens_per_s"] for x in runs if x["repeat"] == r}
+        rows.append([str(r), fmt(by["trainer"], ",.0f"), fmt(by["hand"], ",.0f"), fmt(by["trainer"] / by["hand"], ".3f")])
+    rows.append(["**median**", fmt(s["trainer_tokens_per_s"], ",.0f"), fmt(s["hand_tokens_per_s"], ",.0f"),
+                 f"**{s['ratio_trainer_vs_hand']:.3f}**"])
+    return markdown_table(["repeat", "Trainer tok/s", "hand loop tok/s", "trainer / hand"], rows)
+
+
+def describe(result: dict[str, Any]) -> str:
+    m, st, s = result["machine"], result["settings"], result["summary"]
+    mc = st["config"]["model"]
+    verdict = "meets" if s["meets_target"] else "misses"
+    return (
+        f"Trainer vs hand loop: {mc['n_layer']} layers, {mc['n_embd']} wide, block {mc['block_size']}, "
+        f"batch {st['config']['train']['batch_size']}, {st['steps']} timed steps after {st['warmup']}, "
+        f"{st['repeats']} alternating repeats, on {m['device_name']} ({m['device']}, {m['torch_threads']} threads, "
+        f"torch {m['torch']}). Ratio {s['ratio_trainer_vs_hand']:.3f} {verdict} the {s['target']} target; "
+        f"last-step losses of the two loops differ by at most {fmt(s['max_last_loss_diff'], '.2e')}.\n"
+    )
+
+
+def write_outputs(result: dict[str, Any], out) -> None:
+    """``bench.json`` and ``bench.md`` in ``out``."""
+    out = prepare_out(out)
+    write_json(out / "bench.json", result)
+    (out / "bench.md").write_text(describe(result) + "\n" + format_table(result), encoding="utf-8")
+
+
+__all__ = ["run_trainer_bench", "run_trainer_once", "run_hand_once", "write_outputs", "format_table"]

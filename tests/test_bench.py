@@ -1,0 +1,117 @@
+"""`geoformer bench`: the attention and trainer benchmarks write their files, ratios are sane, bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from geoformer import attention
+from geoformer.bench import attention as A
+from geoformer.cli import main
+from geoformer.errors import GeoformerError
+
+TINY = ["--batch", "2", "--embd", "16", "--heads", "2", "--repeats", "2", "--warmup", "1"]
+
+
+def run_cli(argv, capsys):
+    """Run ``geoformer ARGV``; returns (exit status, stdout, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_attention_bench_writes_files_and_ratios(tmp_path, capsys):
+    code, out, _ = run_cli(["bench", "attention", "--seq", "16,32", "--no-memory", *TINY, "--out", str(tmp_path)],
+                           capsys)
+    assert code == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    rows = result["rows"]
+    assert {(r["kind"], r["seq"]) for r in rows} == {(k, n) for k in attention.names() for n in (16, 32)}
+    assert all(r["error"] is None for r in rows)
+    for r in rows:
+        if r["kind"] == "sdpa":
+            assert r["ratio_time_vs_sdpa"] == 1.0
+        assert math.isfinite(r["ratio_time_vs_sdpa"]) and r["ratio_time_vs_sdpa"] > 0
+        assert r["median_ms"] > 0 and r["iqr_ms"] >= 0 and r["peak_mb"] is None
+    assert {"platform", "cpu_count", "torch", "device_name"} <= set(result["machine"])
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "| sdpa | 16 |" in (tmp_path / "bench.md").read_text() and "| naive | 32 |" in out
+
+
+def test_attention_bench_memory_always_includes_sdpa(tmp_path):
+    s = A.AttentionBenchSettings(seqs=[128], kinds=["naive"], batch=2, embd=16, heads=2, repeats=1, warmup=0)
+    rows = A.run_attention_bench(s)["rows"]
+    assert [r["kind"] for r in rows] == ["sdpa", "naive"]
+    sdpa, naive = rows
+    assert sdpa["error"] is None and naive["error"] is None
+    assert sdpa["peak_mb"] > 0 and sdpa["ratio_mem_vs_sdpa"] == 1.0
+    # naive materialises (B, H, T, T) scores; sdpa does not
+    assert naive["peak_mb"] > sdpa["peak_mb"] and math.isfinite(naive["ratio_mem_vs_sdpa"])
+
+
+def test_attention_failure_is_a_row_not_a_crash(monkeypatch):
+    real = A.fwd_bwd
+
+    def flaky(module, x):
+        if module.kind == "naive" and x.size(1) == 32:
+            raise RuntimeError("out of memory (simulated)\nsecond line")
+        real(module, x)
+
+    monkeypatch.setattr(A, "fwd_bwd", flaky)
+    s = A.AttentionBenchSettings(seqs=[16, 32], kinds=["naive"], batch=1, embd=8, heads=2, repeats=1, warmup=0,
+                                 memory=False)
+    rows = {(r["kind"], r["seq"]): r for r in A.run_attention_bench(s)["rows"]}
+    assert rows["naive", 32]["error"] == "RuntimeError: out of memory (simulated)"
+    assert rows["naive", 32]["ratio_time_vs_sdpa"] is None and rows["naive", 16]["error"] is None
+
+
+def test_attention_options_reach_the_kind():
+    opts = A.parse_attn_sets(["local.window=4", "topk.k=2"])
+    assert opts == {"local": {"window": 4}, "topk": {"k": 2}}
+    m, _ = A.build_case(A.case_spec(A.AttentionBenchSettings(seqs=[8], options=opts), "local", 8), A.torch.device("cpu"))
+    assert m.opts.window == 4
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--seq", "16", "--kinds", "sdpa,nosuch"], "unknown attention kind 'nosuch'; known kinds: "),
+        (["--seq", "16,abc"], "--seq expects comma-separated positive integers"),
+        (["--seq", "0"], "--seq expects comma-separated positive integers"),
+        (["--seq", "16", "--set-attn", "local.nosuch=1"], "unknown key"),
+        (["--seq", "16", "--set-attn", "window=1"], "--set-attn expects kind.key=value"),
+        (["--seq", "16", "--embd", "10", "--heads", "4"], "must be a positive multiple"),
+    ],
+)
+def test_attention_bad_input_is_one_line(tmp_path, capsys, argv, needle):
+    code, out, err = run_cli(["bench", "attention", *argv, "--no-memory", "--out", str(tmp_path)], capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bench.json").exists()
+    if "nosuch'" in needle:
+        assert all(k in err for k in attention.names())
+
+
+def test_unknown_kind_raises_geoformer_error():
+    with pytest.raises(GeoformerError, match="known kinds"):
+        A.parse_kinds("sdpa,flash9")
+
+
+def test_trainer_bench_writes_a_ratio(tmp_path, corpus, capsys):
+    sets = ["data.source=" + str(corpus), "model.n_layer=1", "model.n_embd=16", "model.n_head=2",
+            "model.block_size=16", "train.batch_size=2", "train.threads=1"]
+    argv = ["bench", "trainer", "--steps", "3", "--warmup", "1", "--repeats", "1", "--out", str(tmp_path / "tr")]
+    code, out, _ = run_cli(argv + [a for s in sets for a in ("--set", s)], capsys)
+    assert code == 0 and "trainer / hand" in out and "| val " not in out
+    s = json.loads((tmp_path / "tr" / "bench.json").read_text())["summary"]
+    assert s["ratio_trainer_vs_hand"] > 0 and math.isfinite(s["ratio_trainer_vs_hand"])
+    assert s["trainer_tokens_per_s"] > 0 and s["hand_tokens_per_s"] > 0
+    assert s["max_last_loss_diff"] < 1e-5  # same model, seed, batches and lr: the loops agree
+
+
+def test_trainer_bench_bad_steps_is_one_line(tmp_path, corpus, capsys):
+    argv = ["bench", "trainer", "--set", f"data.source={corpus}", "--steps", "0", "--out", str(tmp_path)]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "--steps must be >= 1" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,49 @@
+"""The claims ledger mechanism: registration, verdict rules, rendering and the CLI's error paths."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from geoformer.errors import GeoformerError
+from geoformer.experiments import claims as L
+
+
+def test_ci_verdict_rules():
+    assert L.ci_verdict(-0.3, -0.1, want="negative") == "reproduced"
+    assert L.ci_verdict(0.1, 0.3, want="negative") == "not reproduced"
+    assert L.ci_verdict(-0.1, 0.3, want="negative") == "inconclusive"
+    assert L.ci_verdict(0.1, 0.3, want="positive") == "reproduced"
+    assert L.ci_verdict(math.nan, 0.3, want="negative") == "inconclusive"
+
+
+def test_verdict_must_be_known():
+    with pytest.raises(ValueError):
+        L.Verdict(measured="x", verdict="sort of")
+
+
+def test_arena_claim_is_registered_with_every_field():
+    claims = L.all_claims()
+    c = claims["004-constant-beats-cosine"]
+    assert c.claim and c.source.startswith("seeds/004") and c.experiment and c.rule
+
+
+def test_run_claims_writes_ledger_and_survives_a_broken_check(tmp_path, monkeypatch):
+    fake = {
+        "t-ok": L.Claim("t-ok", "x is 1", "seeds/x", "exp", "rule", lambda ctx: L.Verdict("1.0", "reproduced")),
+        "t-broken": L.Claim("t-broken", "y | z", "seeds/y", "exp", "rule", lambda ctx: 1 / 0),
+    }
+    monkeypatch.setattr(L, "all_claims", lambda: fake)
+    rows = L.run_claims(out=tmp_path, quick=True, only=None, quiet=True)
+    assert [r["verdict"] for r in rows] == ["reproduced", "inconclusive"]
+    assert "ZeroDivisionError" in rows[1]["measured"]
+    md = (tmp_path / "CLAIMS.md").read_text()
+    assert "| t-ok | x is 1 |" in md and "y \\| z" in md and "1 reproduced, 0 not reproduced, 1 inconclusive" in md
+    data = json.loads((tmp_path / "claims.json").read_text())
+    assert data["meta"]["quick"] is True and len(data["claims"]) == 2
+    with pytest.raises(GeoformerError, match="already holds a claims run"):
+        L.run_claims(out=tmp_path, quick=True, only=None, quiet=True)
+    with pytest.raises(GeoformerError, match="unknown claim 'nope'; known claims: t-broken, t-ok"):
+        L.run_claims(out=tmp_path / "o", quick=True, only=["nope"], quiet=True)
