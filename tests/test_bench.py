@@ -24,8 +24,9 @@ def run_cli(argv, capsys):
 
 
 def test_attention_bench_writes_files_and_ratios(tmp_path, capsys):
-    code, out, _ = run_cli(["bench", "attention", "--seq", "16,32", "--no-memory", *TINY, "--out", str(tmp_path)],
-                           capsys)
+    code, out, _ = run_cli(
+        ["bench", "attention", "--seq", "16,32", "--no-memory", *TINY, "--out", str(tmp_path)], capsys
+    )
     assert code == 0
     result = json.loads((tmp_path / "bench.json").read_text())
     rows = result["rows"]
@@ -61,8 +62,9 @@ def test_attention_failure_is_a_row_not_a_crash(monkeypatch):
         real(module, x)
 
     monkeypatch.setattr(A, "fwd_bwd", flaky)
-    s = A.AttentionBenchSettings(seqs=[16, 32], kinds=["naive"], batch=1, embd=8, heads=2, repeats=1, warmup=0,
-                                 memory=False)
+    s = A.AttentionBenchSettings(
+        seqs=[16, 32], kinds=["naive"], batch=1, embd=8, heads=2, repeats=1, warmup=0, memory=False
+    )
     rows = {(r["kind"], r["seq"]): r for r in A.run_attention_bench(s)["rows"]}
     assert rows["naive", 32]["error"] == "RuntimeError: out of memory (simulated)"
     assert rows["naive", 32]["ratio_time_vs_sdpa"] is None and rows["naive", 16]["error"] is None
@@ -71,7 +73,9 @@ def test_attention_failure_is_a_row_not_a_crash(monkeypatch):
 def test_attention_options_reach_the_kind():
     opts = A.parse_attn_sets(["local.window=4", "topk.k=2"])
     assert opts == {"local": {"window": 4}, "topk": {"k": 2}}
-    m, _ = A.build_case(A.case_spec(A.AttentionBenchSettings(seqs=[8], options=opts), "local", 8), A.torch.device("cpu"))
+    m, _ = A.build_case(
+        A.case_spec(A.AttentionBenchSettings(seqs=[8], options=opts), "local", 8), A.torch.device("cpu")
+    )
     assert m.opts.window == 4
 
 
@@ -100,9 +104,27 @@ def test_unknown_kind_raises_geoformer_error():
 
 
 def test_trainer_bench_writes_a_ratio(tmp_path, corpus, capsys):
-    sets = ["data.source=" + str(corpus), "model.n_layer=1", "model.n_embd=16", "model.n_head=2",
-            "model.block_size=16", "train.batch_size=2", "train.threads=1"]
-    argv = ["bench", "trainer", "--steps", "3", "--warmup", "1", "--repeats", "1", "--out", str(tmp_path / "tr")]
+    sets = [
+        "data.source=" + str(corpus),
+        "model.n_layer=1",
+        "model.n_embd=16",
+        "model.n_head=2",
+        "model.block_size=16",
+        "train.batch_size=2",
+        "train.threads=1",
+    ]
+    argv = [
+        "bench",
+        "trainer",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--repeats",
+        "1",
+        "--out",
+        str(tmp_path / "tr"),
+    ]
     code, out, _ = run_cli(argv + [a for s in sets for a in ("--set", s)], capsys)
     assert code == 0 and "trainer / hand" in out and "| val " not in out
     s = json.loads((tmp_path / "tr" / "bench.json").read_text())["summary"]

@@ -45,5 +45,11 @@ def test_run_claims_writes_ledger_and_survives_a_broken_check(tmp_path, monkeypa
     assert data["meta"]["quick"] is True and len(data["claims"]) == 2
     with pytest.raises(GeoformerError, match="already holds a claims run"):
         L.run_claims(out=tmp_path, quick=True, only=None, quiet=True)
+    # --only updates the named rows of an existing ledger and keeps the others
+    fake["t-broken"] = L.Claim("t-broken", "y | z", "seeds/y", "exp", "rule", lambda ctx: L.Verdict("2", "not reproduced"))
+    rows = L.run_claims(out=tmp_path, quick=False, only=["t-broken"], quiet=True)
+    assert [(r["id"], r["verdict"], r["mode"]) for r in rows] == [
+        ("t-ok", "reproduced", "quick"), ("t-broken", "not reproduced", "full")]
+    assert "0 inconclusive" in (tmp_path / "CLAIMS.md").read_text()
     with pytest.raises(GeoformerError, match="unknown claim 'nope'; known claims: t-broken, t-ok"):
         L.run_claims(out=tmp_path / "o", quick=True, only=["nope"], quiet=True)

@@ -61,8 +61,11 @@ def measure(spec: dict) -> dict:
     precise = reset_peak()
     base = peak_mib(precise)
     fwd_bwd(module, x)
-    return {"peak_mb": max(0.0, peak_mib(precise) - base), "baseline_mb": base, "method": "VmHWM" if precise
-            else "ru_maxrss"}
+    return {
+        "peak_mb": max(0.0, peak_mib(precise) - base),
+        "baseline_mb": base,
+        "method": "VmHWM" if precise else "ru_maxrss",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

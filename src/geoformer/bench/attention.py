@@ -29,7 +29,9 @@ import torch
 import geoformer
 from geoformer import attention
 from geoformer.bench._common import (
+    BackgroundLoad,
     fmt,
+    load_note,
     machine_info,
     markdown_table,
     prepare_out,
@@ -42,7 +44,12 @@ from geoformer.config import parse_value
 from geoformer.errors import GeoformerError
 
 BASELINE = "sdpa"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float64": torch.float64,
+}
 MEMORY_TIMEOUT_S = 900
 
 
@@ -117,8 +124,10 @@ def check_settings(s: AttentionBenchSettings) -> None:
     """One-line errors for values that cannot be measured."""
     checks = [
         (s.batch >= 1, f"--batch must be >= 1, got {s.batch}"),
-        (s.heads >= 1 and s.embd >= 1 and s.embd % s.heads == 0,
-         f"--embd ({s.embd}) must be a positive multiple of --heads ({s.heads})"),
+        (
+            s.heads >= 1 and s.embd >= 1 and s.embd % s.heads == 0,
+            f"--embd ({s.embd}) must be a positive multiple of --heads ({s.heads})",
+        ),
         (s.repeats >= 1, f"--repeats must be >= 1, got {s.repeats}"),
         (s.warmup >= 0, f"--warmup must be >= 0, got {s.warmup}"),
         (s.dtype in DTYPES, f"unknown --dtype {s.dtype!r}; known: {', '.join(DTYPES)}"),
@@ -133,8 +142,15 @@ def check_settings(s: AttentionBenchSettings) -> None:
 def case_spec(s: AttentionBenchSettings, kind: str, seq: int) -> dict[str, Any]:
     """Everything needed to rebuild one (kind, seq) case, as plain JSON (for the memory subprocess)."""
     return {
-        "kind": kind, "seq": seq, "batch": s.batch, "embd": s.embd, "heads": s.heads, "dtype": s.dtype,
-        "options": s.options.get(kind, {}), "seed": s.seed, "threads": torch.get_num_threads(),
+        "kind": kind,
+        "seq": seq,
+        "batch": s.batch,
+        "embd": s.embd,
+        "heads": s.heads,
+        "dtype": s.dtype,
+        "options": s.options.get(kind, {}),
+        "seed": s.seed,
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -142,10 +158,19 @@ def build_case(spec: dict[str, Any], device: torch.device) -> tuple[torch.nn.Mod
     """The attention module (train mode, no dropout) and an input ``x`` (B, T, C) that requires grad."""
     dtype = DTYPES[spec["dtype"]]
     torch.manual_seed(spec["seed"])
-    module = attention.build(
-        spec["kind"], spec["embd"], spec["heads"], dropout=0.0, bias=False, block_size=spec["seq"],
-        options=spec["options"],
-    ).to(device=device, dtype=dtype).train()
+    module = (
+        attention.build(
+            spec["kind"],
+            spec["embd"],
+            spec["heads"],
+            dropout=0.0,
+            bias=False,
+            block_size=spec["seq"],
+            options=spec["options"],
+        )
+        .to(device=device, dtype=dtype)
+        .train()
+    )
     x = torch.randn(spec["batch"], spec["seq"], spec["embd"], device=device, dtype=dtype, requires_grad=True)
     return module, x
 
@@ -160,8 +185,9 @@ def zero_grads(module: torch.nn.Module, x: torch.Tensor) -> None:
     x.grad = None
 
 
-def time_fwd_bwd(module: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int,
-                 device: torch.device) -> list[float]:
+def time_fwd_bwd(
+    module: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int, device: torch.device
+) -> list[float]:
     """Milliseconds of each of ``repeats`` forward+backward calls, after ``warmup`` untimed ones."""
     times = []
     for i in range(warmup + repeats):
@@ -216,8 +242,16 @@ def cpu_peak_mb(spec: dict[str, Any]) -> tuple[float | None, str | None]:
 
 def measure_case(s: AttentionBenchSettings, kind: str, seq: int, device: torch.device) -> dict[str, Any]:
     """One result row; a failure (OOM, a kind rejecting a size) is recorded in ``error``, not raised."""
-    row: dict[str, Any] = {"kind": kind, "seq": seq, "median_ms": None, "iqr_ms": None, "min_ms": None,
-                           "max_ms": None, "peak_mb": None, "error": None}
+    row: dict[str, Any] = {
+        "kind": kind,
+        "seq": seq,
+        "median_ms": None,
+        "iqr_ms": None,
+        "min_ms": None,
+        "max_ms": None,
+        "peak_mb": None,
+        "error": None,
+    }
     spec = case_spec(s, kind, seq)
     module = x = None
     try:
@@ -256,16 +290,22 @@ def run_attention_bench(s: AttentionBenchSettings, *, log=None) -> dict[str, Any
     kinds = resolve_kinds(s)
     device = pick_device(s.device)
     rows = []
-    for seq in s.seqs:  # lengths outside, kinds inside: drift over the run hits every kind alike
-        for kind in kinds:
-            rows.append(measure_case(s, kind, seq, device))
-            if log is not None:
-                log(_progress_line(rows[-1]))
+    with BackgroundLoad() as load:
+        for seq in s.seqs:  # lengths outside, kinds inside: drift over the run hits every kind alike
+            for kind in kinds:
+                rows.append(measure_case(s, kind, seq, device))
+                if log is not None:
+                    log(_progress_line(rows[-1]))
     add_ratios(rows)
     order = {k: i for i, k in enumerate(kinds)}
     rows.sort(key=lambda r: (order[r["kind"]], r["seq"]))
     settings = {**asdict(s), "kinds": kinds, "memory_method": _memory_method(s, device)}
-    return {"machine": machine_info(device), "settings": settings, "rows": rows}
+    return {
+        "machine": machine_info(device),
+        "settings": settings,
+        "background_load": load.as_dict(),
+        "rows": rows,
+    }
 
 
 def _memory_method(s: AttentionBenchSettings, device: torch.device) -> str:
@@ -288,8 +328,16 @@ def format_table(result: dict[str, Any]) -> str:
     """The result rows as a markdown table."""
     header = ["kind", "seq", "median ms", "IQR ms", "time × sdpa", "peak MB", "mem × sdpa", "note"]
     rows = [
-        [r["kind"], str(r["seq"]), fmt(r["median_ms"], ".3f"), fmt(r["iqr_ms"], ".3f"),
-         fmt(r["ratio_time_vs_sdpa"]), fmt(r["peak_mb"], ".1f"), fmt(r["ratio_mem_vs_sdpa"]), r["error"] or ""]
+        [
+            r["kind"],
+            str(r["seq"]),
+            fmt(r["median_ms"], ".3f"),
+            fmt(r["iqr_ms"], ".3f"),
+            fmt(r["ratio_time_vs_sdpa"]),
+            fmt(r["peak_mb"], ".1f"),
+            fmt(r["ratio_mem_vs_sdpa"]),
+            r["error"] or "",
+        ]
         for r in result["rows"]
     ]
     return markdown_table(header, rows)
@@ -301,7 +349,8 @@ def describe(result: dict[str, Any]) -> str:
     return (
         f"Attention forward+backward, B={s['batch']}, C={s['embd']}, H={s['heads']}, {s['dtype']}, "
         f"median of {s['repeats']} after {s['warmup']} warm-up calls, on {m['device_name']} "
-        f"({m['device']}, {m['torch_threads']} threads, torch {m['torch']}). Memory: {s['memory_method']}.\n"
+        f"({m['device']}, {m['torch_threads']} threads, torch {m['torch']}). Memory: {s['memory_method']}."
+        f"{load_note(result.get('background_load', {}))}\n"
     )
 
 
@@ -313,7 +362,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((axes[0], "median_ms", "fwd+bwd time (ms)"), (axes[1], "peak_mb", "peak memory (MB)")):
+    for ax, key, label in (
+        (axes[0], "median_ms", "fwd+bwd time (ms)"),
+        (axes[1], "peak_mb", "peak memory (MB)"),
+    ):
         for kind in result["settings"]["kinds"]:
             pts = [(r["seq"], r[key]) for r in result["rows"] if r["kind"] == kind and r[key] and r[key] > 0]
             if pts:
@@ -343,6 +395,13 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> Path:
 
 
 __all__ = [
-    "AttentionBenchSettings", "run_attention_bench", "write_outputs", "format_table", "parse_seq",
-    "parse_kinds", "parse_attn_sets", "build_case", "fwd_bwd",
+    "AttentionBenchSettings",
+    "run_attention_bench",
+    "write_outputs",
+    "format_table",
+    "parse_seq",
+    "parse_kinds",
+    "parse_attn_sets",
+    "build_case",
+    "fwd_bwd",
 ]

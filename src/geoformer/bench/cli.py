@@ -15,12 +15,19 @@ def _add_attention(sub) -> None:
     a.add_argument("--batch", type=int, default=4)
     a.add_argument("--embd", type=int, default=128, help="n_embd")
     a.add_argument("--heads", type=int, default=4, help="n_head")
-    a.add_argument("--repeats", type=int, default=10, help="timed calls per (kind, seq); the median is reported")
+    a.add_argument(
+        "--repeats", type=int, default=10, help="timed calls per (kind, seq); the median is reported"
+    )
     a.add_argument("--warmup", type=int, default=3, help="untimed calls before the timed ones")
     a.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 | float64")
     a.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    a.add_argument("--set-attn", action="append", default=[], metavar="KIND.KEY=VALUE",
-                   help="an attention kind's option, e.g. --set-attn local.window=16")
+    a.add_argument(
+        "--set-attn",
+        action="append",
+        default=[],
+        metavar="KIND.KEY=VALUE",
+        help="an attention kind's option, e.g. --set-attn local.window=16",
+    )
     a.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     a.add_argument("--out", required=True, help="folder for bench.json, bench.md, bench.png")
 
@@ -53,9 +60,17 @@ def run_attention(args) -> int:
     from geoformer.bench import attention as A
 
     settings = A.AttentionBenchSettings(
-        seqs=A.parse_seq(args.seq), kinds=A.parse_kinds(args.kinds), batch=args.batch, embd=args.embd,
-        heads=args.heads, repeats=args.repeats, warmup=args.warmup, dtype=args.dtype, device=args.device,
-        options=A.parse_attn_sets(args.set_attn), memory=not args.no_memory,
+        seqs=A.parse_seq(args.seq),
+        kinds=A.parse_kinds(args.kinds),
+        batch=args.batch,
+        embd=args.embd,
+        heads=args.heads,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        dtype=args.dtype,
+        device=args.device,
+        options=A.parse_attn_sets(args.set_attn),
+        memory=not args.no_memory,
     )
     result = A.run_attention_bench(settings, log=_log)
     out = A.write_outputs(result, args.out)
@@ -79,8 +94,9 @@ def trainer_config(args):
 def run_trainer(args) -> int:
     from geoformer.bench import trainer_throughput as T
 
-    result = T.run_trainer_bench(trainer_config(args), steps=args.steps, warmup=args.warmup,
-                                 repeats=args.repeats, log=_log)
+    result = T.run_trainer_bench(
+        trainer_config(args), steps=args.steps, warmup=args.warmup, repeats=args.repeats, log=_log
+    )
     T.write_outputs(result, args.out)
     print(T.describe(result))
     print(T.format_table(result), end="")

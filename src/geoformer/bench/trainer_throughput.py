@@ -22,7 +22,9 @@ import torch
 
 from geoformer import data as gdata
 from geoformer.bench._common import (
+    BackgroundLoad,
     fmt,
+    load_note,
     machine_info,
     markdown_table,
     positive_int,
@@ -36,7 +38,9 @@ from geoformer.train import schedules
 from geoformer.train.callbacks import Callback
 
 TARGET_RATIO = 0.95
-NO_EVAL = 10**9  # an eval_interval no timed run reaches (the trainer still evaluates at step 0 and at the end)
+NO_EVAL = (
+    10**9
+)  # an eval_interval no timed run reaches (the trainer still evaluates at step 0 and at the end)
 
 
 def bench_config(cfg: RunConfig, steps: int, warmup: int, vocab_size: int) -> RunConfig:
@@ -116,8 +120,12 @@ def run_hand_once(cfg: RunConfig, data: gdata.TokenData, steps: int, warmup: int
         torch.set_num_threads(t.threads)
     torch.manual_seed(cfg.seed)
     model = GPT(m).to(device).train()
-    opt = torch.optim.AdamW(model.param_groups(t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2),
-                            **({"fused": True} if device.type == "cuda" else {}))
+    opt = torch.optim.AdamW(
+        model.param_groups(t.weight_decay),
+        lr=t.lr,
+        betas=(t.beta1, t.beta2),
+        **({"fused": True} if device.type == "cuda" else {}),
+    )
     lrs = lr_values(cfg, warmup + steps)
     autocast = autocast_for(cfg, device)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -144,8 +152,9 @@ def run_hand_once(cfg: RunConfig, data: gdata.TokenData, steps: int, warmup: int
     return {"tokens_per_s": steps * tokens_per_step(cfg) / seconds, "last_loss": last}
 
 
-def run_trainer_bench(cfg: RunConfig, *, steps: int = 60, warmup: int = 10, repeats: int = 3,
-                      log=None) -> dict[str, Any]:
+def run_trainer_bench(
+    cfg: RunConfig, *, steps: int = 60, warmup: int = 10, repeats: int = 3, log=None
+) -> dict[str, Any]:
     """Alternate trainer and hand-loop runs ``repeats`` times; returns machine, settings, runs and summary."""
     positive_int("--steps", steps)
     positive_int("--warmup", warmup)
@@ -155,21 +164,28 @@ def run_trainer_bench(cfg: RunConfig, *, steps: int = 60, warmup: int = 10, repe
     cfg = bench_config(cfg, steps, warmup, data.vocab_size)
     runners = {"trainer": run_trainer_once, "hand": run_hand_once}
     runs: list[dict[str, Any]] = []
-    for r in range(repeats):
-        order = ("trainer", "hand") if r % 2 == 0 else ("hand", "trainer")
-        for name in order:
-            res = runners[name](RunConfig.from_dict(cfg.to_dict()), data, steps, warmup)
-            runs.append({"repeat": r, "loop": name, **res})
-            gc.collect()
-            if log is not None:
-                log(f"  repeat {r}: {name:>7} {res['tokens_per_s']:,.0f} tok/s")
+    with BackgroundLoad() as load:
+        for r in range(repeats):
+            order = ("trainer", "hand") if r % 2 == 0 else ("hand", "trainer")
+            for name in order:
+                res = runners[name](RunConfig.from_dict(cfg.to_dict()), data, steps, warmup)
+                runs.append({"repeat": r, "loop": name, **res})
+                gc.collect()
+                if log is not None:
+                    log(f"  repeat {r}: {name:>7} {res['tokens_per_s']:,.0f} tok/s")
     from geoformer.train.trainer import pick_device
 
     device = pick_device(cfg.train.device)
     return {
         "machine": machine_info(device),
-        "settings": {"steps": steps, "warmup": warmup, "repeats": repeats,
-                     "tokens_per_step": tokens_per_step(cfg), "config": cfg.to_dict()},
+        "settings": {
+            "steps": steps,
+            "warmup": warmup,
+            "repeats": repeats,
+            "tokens_per_step": tokens_per_step(cfg),
+            "config": cfg.to_dict(),
+        },
+        "background_load": load.as_dict(),
         "runs": runs,
         "summary": summarize(runs),
     }
@@ -177,14 +193,19 @@ def run_trainer_bench(cfg: RunConfig, *, steps: int = 60, warmup: int = 10, repe
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median tokens/s of each loop, their ratio, and whether both loops computed the same losses."""
-    med = {n: statistics.median(r["tokens_per_s"] for r in runs if r["loop"] == n) for n in ("trainer", "hand")}
+    med = {
+        n: statistics.median(r["tokens_per_s"] for r in runs if r["loop"] == n) for n in ("trainer", "hand")
+    }
     losses = {n: [r["last_loss"] for r in runs if r["loop"] == n] for n in ("trainer", "hand")}
     diffs = [abs(a - b) for a, b in zip(losses["trainer"], losses["hand"], strict=True) if a is not None]
     diff = max(diffs) if diffs else None
     ratio = med["trainer"] / med["hand"]
     return {
-        "trainer_tokens_per_s": med["trainer"], "hand_tokens_per_s": med["hand"],
-        "ratio_trainer_vs_hand": ratio, "target": TARGET_RATIO, "meets_target": ratio >= TARGET_RATIO,
+        "trainer_tokens_per_s": med["trainer"],
+        "hand_tokens_per_s": med["hand"],
+        "ratio_trainer_vs_hand": ratio,
+        "target": TARGET_RATIO,
+        "meets_target": ratio >= TARGET_RATIO,
         "max_last_loss_diff": diff,
     }
 
@@ -195,9 +216,22 @@ def format_table(result: dict[str, Any]) -> str:
     rows = []
     for r in sorted({x["repeat"] for x in runs}):
         by = {x["loop"]: x["tokens_per_s"] for x in runs if x["repeat"] == r}
-        rows.append([str(r), fmt(by["trainer"], ",.0f"), fmt(by["hand"], ",.0f"), fmt(by["trainer"] / by["hand"], ".3f")])
-    rows.append(["**median**", fmt(s["trainer_tokens_per_s"], ",.0f"), fmt(s["hand_tokens_per_s"], ",.0f"),
-                 f"**{s['ratio_trainer_vs_hand']:.3f}**"])
+        rows.append(
+            [
+                str(r),
+                fmt(by["trainer"], ",.0f"),
+                fmt(by["hand"], ",.0f"),
+                fmt(by["trainer"] / by["hand"], ".3f"),
+            ]
+        )
+    rows.append(
+        [
+            "**median**",
+            fmt(s["trainer_tokens_per_s"], ",.0f"),
+            fmt(s["hand_tokens_per_s"], ",.0f"),
+            f"**{s['ratio_trainer_vs_hand']:.3f}**",
+        ]
+    )
     return markdown_table(["repeat", "Trainer tok/s", "hand loop tok/s", "trainer / hand"], rows)
 
 
@@ -210,7 +244,8 @@ def describe(result: dict[str, Any]) -> str:
         f"batch {st['config']['train']['batch_size']}, {st['steps']} timed steps after {st['warmup']}, "
         f"{st['repeats']} alternating repeats, on {m['device_name']} ({m['device']}, {m['torch_threads']} threads, "
         f"torch {m['torch']}). Ratio {s['ratio_trainer_vs_hand']:.3f} {verdict} the {s['target']} target; "
-        f"last-step losses of the two loops differ by at most {fmt(s['max_last_loss_diff'], '.2e')}.\n"
+        f"last-step losses of the two loops differ by at most {fmt(s['max_last_loss_diff'], '.2e')}."
+        f"{load_note(result.get('background_load', {}))}\n"
     )
 
 
