@@ -37,6 +37,14 @@ def test_sdpa_equals_naive_kind():
     torch.testing.assert_close(a(x), b(x), rtol=1e-12, atol=1e-12)
 
 
+def test_sdpa_temperature_scales_logits():
+    m = attention.build("sdpa", 24, 3, bias=True, block_size=16, options={"temperature": 0.3}).double().eval()
+    x = torch.randn(2, 16, 24, dtype=torch.float64)
+    q, k, v = m.split_heads(x)
+    ref = masked_softmax_attention(q, k, v, m.mask_for(q, k), scale=1 / (0.3 * 8**0.5))
+    torch.testing.assert_close(m(x), m.c_proj(ref.transpose(1, 2).reshape(2, 16, 24)), rtol=1e-12, atol=1e-12)
+
+
 def test_local_window_covering_everything_is_full_attention():
     a = attention.build("local", 24, 3, bias=True, block_size=16, options={"window": 16}).double().eval()
     b = build("sdpa")

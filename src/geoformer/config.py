@@ -42,6 +42,8 @@ class TrainConfig:
     min_lr: float = 1e-4
     warmup_iters: int = 100
     schedule: str = "warmup_cosine"
+    optimizer: str = "adamw"  # adamw | schedulefree (Schedule-Free AdamW; use with schedule = "constant")
+    homotopy: dict[str, Any] = field(default_factory=dict)  # HomotopyOptions for schedule = "homotopy"
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
@@ -231,6 +233,13 @@ def validate(cfg: RunConfig) -> None:
     unknown = [c for c in t.callbacks if c not in callback_names()]
     if unknown:
         raise GeoformerError(f"unknown callback {unknown[0]!r}; known callbacks: {', '.join(callback_names())}")
+    if t.optimizer not in ("adamw", "schedulefree"):
+        raise GeoformerError(f"unknown optimizer {t.optimizer!r}; known optimizers: adamw, schedulefree")
+    if t.optimizer == "schedulefree" and t.schedule != "constant":
+        raise GeoformerError("train.optimizer=schedulefree brings its own schedule; set train.schedule=constant")
+    from geoformer.train.homotopy import HomotopyOptions
+
+    coerce_dataclass(HomotopyOptions, t.homotopy, where="train.homotopy").validate()
     if d.tokenizer not in ("char", "bpe"):
         raise GeoformerError(f"unknown tokenizer {d.tokenizer!r}; known tokenizers: bpe, char")
     checks = [

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from geoformer.attention.base import QKVAttention, causal_mask, masked_softmax_attention, sdpa
 from geoformer.attention.registry import register
@@ -14,14 +15,36 @@ from geoformer.errors import GeoformerError
 
 @register("sdpa")
 class SDPAAttention(QKVAttention):
-    """Standard causal attention through ``F.scaled_dot_product_attention`` (fused kernels)."""
+    """Standard causal attention through ``F.scaled_dot_product_attention`` (fused kernels).
+
+    ``temperature`` divides the logits: softmax(q k^T / (temperature sqrt(d))); values below 1 sharpen
+    attention and make the loss surface ill-conditioned (the homotopy-lr stress case uses 0.3).
+    """
 
     @dataclass
     class Options:
-        pass
+        temperature: float = 1.0
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        if self.opts.temperature <= 0:
+            raise GeoformerError(f"model.attn.temperature must be > 0, got {self.opts.temperature}")
+
+    def scale(self, d: int) -> float:
+        return 1.0 / (self.opts.temperature * math.sqrt(d))
+
+    def attention_weights(self, x):
+        q, k, _ = self.split_heads(x)
+        scores = (q @ k.transpose(-2, -1)) * self.scale(q.size(-1))
+        return torch.softmax(scores.masked_fill(~self.mask_for(q, k), float("-inf")), dim=-1)
+
+    def naive(self, q, k, v):
+        return masked_softmax_attention(q, k, v, self.mask_for(q, k), scale=self.scale(q.size(-1)))
 
     def attend(self, q, k, v):
-        return sdpa(q, k, v, causal=True, dropout_p=self.dropout_p())
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout_p(), scale=self.scale(q.size(-1))
+        )
 
 
 @register("naive")

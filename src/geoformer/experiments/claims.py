@@ -42,6 +42,28 @@ class ClaimContext:
     quick: bool
     quiet: bool
 
+    def shared(self, name: str) -> Path:
+        """A folder shared by the claims of one ledger run (e.g. one comparison read by several rows)."""
+        return self.out.parent / "_shared" / name
+
+    def compare(self, preset: str, *, variants=None, seeds: int = 3, sets=()) -> dict[str, Any]:
+        """Run (or reuse, when another claim already ran it in this ledger) a preset comparison."""
+        from geoformer.experiments.compare import run_compare
+
+        key = preset + ("-quick" if self.quick else "")
+        return run_compare(
+            preset=preset,
+            config=None,
+            sets=None,
+            data=None,
+            variants=variants,
+            seeds=seeds,
+            out=self.shared(key),
+            resume=True,
+            quiet=self.quiet,
+            extra_sets=list(sets),
+        )
+
 
 @dataclass
 class Claim:

@@ -38,8 +38,14 @@ def get(name: str) -> Factory:
         raise GeoformerError(f"unknown schedule {name!r}; known schedules: {', '.join(names())}") from None
 
 
-def build(name: str, optimizer: torch.optim.Optimizer, train_cfg) -> LRScheduler:
-    return get(name)(optimizer, train_cfg)
+def build(name: str, optimizer: torch.optim.Optimizer, train_cfg, trainer=None) -> LRScheduler:
+    """The schedule ``name``; schedules that need the model or data (``homotopy``) read them from ``trainer``."""
+    fn = get(name)
+    return (
+        fn(optimizer, train_cfg, trainer=trainer)
+        if getattr(fn, "needs_trainer", False)
+        else fn(optimizer, train_cfg)
+    )
 
 
 def warmup_cosine_lr(it: int, lr: float, min_lr: float, warmup: int, decay_iters: int) -> float:
@@ -77,3 +83,39 @@ def warmup_cosine(optimizer, t) -> LRScheduler:
         optimizer,
         _relative(lambda it: warmup_cosine_lr(it, t.lr, t.min_lr, t.warmup_iters, t.max_iters), t.lr),
     )
+
+
+@register("homotopy")
+def homotopy(optimizer, t, trainer=None) -> LRScheduler:
+    """Curvature-adaptive lr (:class:`geoformer.train.homotopy.HomotopyLR`) with options from train.homotopy.
+
+    The probe batch is ``probe_batch`` training sequences drawn once from a generator seeded with
+    seed + 2 (the same on every rank); the probe runs in eval mode, so it draws no dropout masks and
+    the training RNG stream is untouched.
+    """
+    from geoformer.config import coerce_dataclass
+    from geoformer.data import sample_batch
+    from geoformer.train.homotopy import HomotopyLR, HomotopyOptions
+
+    if trainer is None:
+        raise GeoformerError(
+            "the homotopy schedule needs the model: build HomotopyLR(optimizer, loss_fn) directly"
+        )
+    opts = coerce_dataclass(HomotopyOptions, t.homotopy, where="train.homotopy")
+    gen = torch.Generator().manual_seed(trainer.cfg.seed + 2)
+    x, y = sample_batch(trainer.data.train, opts.probe_batch, trainer.cfg.model.block_size, gen)
+    x, y = x.to(trainer.device), y.to(trainer.device)
+
+    def loss_fn() -> torch.Tensor:
+        model = trainer.raw_model
+        was = model.training
+        model.eval()
+        try:
+            return model(x, y)[1]
+        finally:
+            model.train(was)
+
+    return HomotopyLR(optimizer, loss_fn, opts)
+
+
+homotopy.needs_trainer = True

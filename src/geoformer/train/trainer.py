@@ -35,6 +35,21 @@ from geoformer.train.callbacks import Callback, build_callbacks
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "ckpt.pt")
 
 
+def build_optimizer(groups, t, device: torch.device) -> torch.optim.Optimizer:
+    """``train.optimizer``: AdamW (default) or Schedule-Free AdamW (the PyPI package ``schedulefree``)."""
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(
+            groups, lr=t.lr, betas=(t.beta1, t.beta2), **({"fused": True} if device.type == "cuda" else {})
+        )
+    import schedulefree
+
+    opt = schedulefree.AdamWScheduleFree(
+        groups, lr=t.lr, betas=(t.beta1, t.beta2), warmup_steps=t.warmup_iters
+    )
+    opt.train()
+    return opt
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -129,13 +144,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = GPT(cfg.model).to(self.device)
         self.raw_model = self.model
-        self.optimizer = torch.optim.AdamW(
-            self.model.param_groups(t.weight_decay),
-            lr=t.lr,
-            betas=(t.beta1, t.beta2),
-            **({"fused": True} if self.device.type == "cuda" else {}),
-        )
-        self.scheduler = schedules.build(t.schedule, self.optimizer, t)
+        self.optimizer = build_optimizer(self.model.param_groups(t.weight_decay), t, self.device)
+        self.batch_gen = torch.Generator().manual_seed(cfg.seed)
+        self.scheduler = schedules.build(t.schedule, self.optimizer, t, trainer=self)
         if t.compile:
             self.model = torch.compile(self.model)
         if self.dist.enabled:
@@ -143,7 +154,6 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.autocast = self._autocast_ctx()
-        self.batch_gen = torch.Generator().manual_seed(cfg.seed)
         self.val_batches = gdata.fixed_batches(
             self.data.val, t.eval_iters, self.eval_batch, cfg.model.block_size, seed=cfg.seed + 1
         )
@@ -239,6 +249,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.batch_gen.set_state(state["batch_gen"])
             torch.set_rng_state(state["torch_rng"])
+            if hasattr(self.optimizer, "train"):  # schedule-free: saved at its averaged (eval) weights
+                self.optimizer.train()
             if state.get("cuda_rng") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
             for cb, s in zip(self.callbacks, state.get("callbacks", []), strict=False):
@@ -296,6 +308,18 @@ class Trainer:
         self.scheduler.step()
         return value
 
+    def _eval_and_checkpoint(self, train_losses: list[float], tokens_per_s: float) -> None:
+        """Evaluate, log and checkpoint; schedule-free optimizers do both at their averaged weights."""
+        swap = hasattr(self.optimizer, "eval") and hasattr(self.optimizer, "train")
+        if swap:
+            self.optimizer.eval()
+        try:
+            self._eval_and_log(train_losses, tokens_per_s)
+            self.save_checkpoint()
+        finally:
+            if swap:
+                self.optimizer.train()
+
     def _eval_and_log(self, train_losses: list[float], tokens_per_s: float) -> None:
         val = self.evaluate()
         self.best_val = min(self.best_val, val)
@@ -311,6 +335,8 @@ class Trainer:
             "tokens_per_s": tokens_per_s,
             "wall_s": self.wall_offset + time.perf_counter() - self._t0,
         }
+        if hasattr(self.scheduler, "metrics"):
+            record.update(self.scheduler.metrics())
         for cb in self.callbacks:
             cb.on_eval(self, self.step, record)
         self._append_metrics(record)
@@ -344,8 +370,7 @@ class Trainer:
             )
         fresh = not self.history or self.history[-1]["step"] != self.step
         if fresh:
-            self._eval_and_log([], 0.0)
-            self.save_checkpoint()
+            self._eval_and_checkpoint([], 0.0)
         train_losses: list[float] = []
         seg_t0, seg_steps = time.perf_counter(), 0
         try:
@@ -362,13 +387,11 @@ class Trainer:
                 if self.step % t.eval_interval == 0 or self.step == t.max_iters:
                     tps = seg_steps * tokens_per_step / (time.perf_counter() - seg_t0)
                     throughputs.append(tps)
-                    self._eval_and_log(train_losses, tps)
-                    self.save_checkpoint()
+                    self._eval_and_checkpoint(train_losses, tps)
                     train_losses, seg_t0, seg_steps = [], time.perf_counter(), 0
             if self.step != self.history[-1]["step"]:  # stopped at `until` between evaluations
                 tps = seg_steps * tokens_per_step / max(time.perf_counter() - seg_t0, 1e-9)
-                self._eval_and_log(train_losses, tps)
-                self.save_checkpoint()
+                self._eval_and_checkpoint(train_losses, tps)
         finally:
             if bar is not None:
                 bar.close()

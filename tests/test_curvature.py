@@ -1,0 +1,206 @@
+"""Curvature estimators against exact values in float64, and the homotopy lr's behaviour."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from geoformer.diagnostics.precision import formats_sufficient, precision_bits
+from geoformer.train.curvature import CurvatureProbe, hutchinson_trace, hvp, loss_and_grad, power_iteration
+from geoformer.train.homotopy import HomotopyLR, HomotopyOptions
+
+from .conftest import tiny_config
+
+
+def quadratic(A):
+    theta = torch.nn.Parameter(torch.randn(A.shape[0], dtype=torch.float64))
+    return theta, (lambda: 0.5 * theta @ A @ theta)
+
+
+def test_hvp_equals_matrix_vector_product_on_quadratic():
+    torch.manual_seed(0)
+    M = torch.randn(6, 6, dtype=torch.float64)
+    A = M + M.T
+    theta, f = quadratic(A)
+    _, g = loss_and_grad(f, [theta])
+    v = torch.randn(6, dtype=torch.float64)
+    torch.testing.assert_close(hvp(g, [theta], [v])[0], A @ v, rtol=1e-12, atol=1e-12)
+
+
+def test_power_iteration_finds_3_for_diag_3_1():
+    theta, f = quadratic(torch.diag(torch.tensor([3.0, 1.0], dtype=torch.float64)))
+    _, g = loss_and_grad(f, [theta])
+    lam, v, _ = power_iteration(
+        g, [theta], max_iters=200, tol=1e-12, generator=torch.Generator().manual_seed(0)
+    )
+    assert abs(lam - 3.0) < 1e-9
+    assert abs(abs(v[0][0].item()) - 1.0) < 1e-6
+
+
+def tiny_mlp():
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    x = torch.randn(16, 3, dtype=torch.float64)
+    y = torch.randn(16, 2, dtype=torch.float64)
+    return net, (lambda: ((net(x) - y) ** 2).mean()), x, y
+
+
+def full_hessian(net, x, y):
+    """The exact Hessian of the MLP's loss over all parameters, flattened (n, n)."""
+    names = [n for n, _ in net.named_parameters()]
+    shapes = [p.shape for p in net.parameters()]
+    sizes = [math.prod(s) for s in shapes]
+
+    def loss_of(flat):
+        ps = dict(
+            zip(names, [c.view(s) for c, s in zip(flat.split(sizes), shapes, strict=True)], strict=True)
+        )
+        return ((torch.func.functional_call(net, ps, (x,)) - y) ** 2).mean()
+
+    flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    return torch.autograd.functional.hessian(loss_of, flat)
+
+
+def test_power_iteration_and_hutchinson_match_exact_hessian_of_tiny_mlp():
+    net, f, x, y = tiny_mlp()
+    params = list(net.parameters())
+    H = full_hessian(net, x, y)
+    eig = torch.linalg.eigvalsh(H)
+    top = eig[eig.abs().argmax()].item()
+    _, g = loss_and_grad(f, params)
+    lam, _, _ = power_iteration(
+        g, params, max_iters=500, tol=1e-10, generator=torch.Generator().manual_seed(0)
+    )
+    assert abs(lam - top) / abs(top) < 1e-3
+    exact_trace = torch.trace(H).item()
+    errs = [
+        abs(hutchinson_trace(g, params, probes=n, generator=torch.Generator().manual_seed(1)) - exact_trace)
+        / abs(exact_trace)
+        for n in (4, 4000)
+    ]
+    assert errs[1] < 0.05 and errs[1] < errs[0]
+
+
+def test_hutchinson_converges_on_random_symmetric_matrix():
+    torch.manual_seed(0)
+    M = torch.randn(20, 20, dtype=torch.float64)
+    A = M + M.T + 20 * torch.eye(20, dtype=torch.float64)
+    theta, f = quadratic(A)
+    _, g = loss_and_grad(f, [theta])
+    exact = torch.trace(A).item()
+    err = [
+        abs(hutchinson_trace(g, [theta], probes=n, generator=torch.Generator().manual_seed(3)) - exact)
+        / exact
+        for n in (2, 50, 2000)
+    ]
+    assert err[2] < 0.02 and err[2] < err[0]
+
+
+def test_estimate_leaves_grad_and_next_step_untouched():
+    net, f, _, _ = tiny_mlp()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    f().backward()
+    before = [p.grad.clone() for p in net.parameters()]
+    CurvatureProbe(f, list(net.parameters()), power_iters=5, hutchinson_probes=2).estimate()
+    for p, b in zip(net.parameters(), before, strict=True):
+        assert torch.equal(p.grad, b)
+    expected = [p.detach() - 0.1 * b for p, b in zip(net.parameters(), before, strict=True)]
+    opt.step()
+    for p, e in zip(net.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach(), e, rtol=0, atol=0)
+
+
+class Scaled:
+    """A quadratic whose curvature (sharpness = s) we set between estimates."""
+
+    def __init__(self):
+        self.s = 1.0
+        self.theta = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+
+    def __call__(self):
+        return 0.5 * self.s * (self.theta**2).sum()
+
+
+def run_steps(sched, opt, n):
+    lrs = []
+    for _ in range(n):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    return lrs
+
+
+def test_lr_drops_when_curvature_rises_and_recovers_when_it_falls():
+    q = Scaled()
+    opt = torch.optim.SGD([q.theta], lr=0.1)
+    opts = HomotopyOptions(
+        interval=1, curvature="sharpness", calibration=3, ema=0.5, alpha=1.0, hutchinson_probes=0
+    )
+    sched = HomotopyLR(opt, q, opts)
+    calm = run_steps(sched, opt, 4)
+    assert calm[-1] == pytest.approx(0.1)  # target calibrated at s = 1
+    q.s = 10.0
+    stressed = run_steps(sched, opt, 6)
+    assert stressed[-1] < 0.03 and all(b <= a + 1e-15 for a, b in zip(stressed, stressed[1:], strict=False))
+    q.s = 1.0
+    relaxed = run_steps(sched, opt, 12)
+    assert relaxed[-1] > 0.095 and relaxed[-1] <= 0.1
+    assert opt.param_groups[0]["lr"] == sched.get_last_lr()[0]  # the lr reaches the optimizer
+
+
+def test_state_dict_round_trip_continues_same_lr_sequence():
+    def make():
+        q = Scaled()
+        opt = torch.optim.SGD([q.theta], lr=0.1)
+        return q, opt, HomotopyLR(opt, q, HomotopyOptions(interval=2, curvature="kappa", power_iters=3))
+
+    q1, o1, s1 = make()
+    run_steps(s1, o1, 5)
+    q2, o2, s2 = make()
+    with torch.no_grad():
+        q2.theta.copy_(q1.theta)
+    o2.load_state_dict(o1.state_dict())
+    s2.load_state_dict(s1.state_dict())
+    for q in (q1, q2):
+        q.s = 4.0
+    assert run_steps(s1, o1, 8) == run_steps(s2, o2, 8)
+
+
+def test_trainer_resume_with_homotopy_is_bit_identical(corpus, tmp_path):
+    from geoformer.train.trainer import Trainer
+
+    h = {"interval": 3, "power_iters": 2, "hutchinson_probes": 1, "calibration": 2}
+    a = Trainer(
+        tiny_config(corpus, schedule="homotopy", homotopy=h), tmp_path / "a", progress=False, quiet=True
+    )
+    a.fit()
+    b = Trainer(
+        tiny_config(corpus, schedule="homotopy", homotopy=h), tmp_path / "b", progress=False, quiet=True
+    )
+    b.fit(until=8)
+    b2 = Trainer(
+        tiny_config(corpus, schedule="homotopy", homotopy=h),
+        tmp_path / "b",
+        resume=True,
+        progress=False,
+        quiet=True,
+    )
+    b2.fit()
+    for (k, p), (_, q) in zip(
+        a.raw_model.state_dict().items(), b2.raw_model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(p, q), k
+    rec = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert {"kappa", "lambda_max", "trace", "lr"} <= set(rec[-1])
+    assert rec[-1]["lr"] <= 3e-3
+
+
+def test_precision_bits_matches_the_seed_example():
+    assert precision_bits(0.98, 10.0, 1e-6) == pytest.approx(26.546, abs=1e-3)
+    ok = formats_sufficient(26.5)
+    assert ok["float64"] and not ok["float32"] and not ok["bfloat16"]
+    with pytest.raises(ValueError):
+        precision_bits(1.0, 1.0, 0.0)
