@@ -46,11 +46,16 @@ class ClaimContext:
         """A folder shared by the claims of one ledger run (e.g. one comparison read by several rows)."""
         return self.out.parent / "_shared" / name
 
-    def compare(self, preset: str, *, variants=None, seeds: int = 3, sets=()) -> dict[str, Any]:
-        """Run (or reuse, when another claim already ran it in this ledger) a preset comparison."""
+    def compare(
+        self, preset: str, *, variants=None, seeds: int = 3, sets=(), key: str = ""
+    ) -> dict[str, Any]:
+        """Run (or reuse, when another claim already ran it in this ledger) a preset comparison.
+
+        Claims that pass the same ``key`` (default: the preset name) share its runs.
+        """
         from geoformer.experiments.compare import run_compare
 
-        key = preset + ("-quick" if self.quick else "")
+        key = (key or preset) + ("-quick" if self.quick else "")
         return run_compare(
             preset=preset,
             config=None,
