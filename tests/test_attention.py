@@ -11,7 +11,7 @@ from geoformer.attention.base import masked_softmax_attention
 from geoformer.errors import GeoformerError
 
 KINDS = attention.names()
-OPTS = {"local": {"window": 5}, "topk": {"k": 3}}
+OPTS = {"local": {"window": 5}, "topk": {"k": 3}, "tiled": {"tile": 4, "refine": 2}}
 
 
 def build(kind, C=24, H=3, T=16, dtype=torch.float64):
@@ -22,11 +22,15 @@ def build(kind, C=24, H=3, T=16, dtype=torch.float64):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_equals_naive_with_same_mask(kind):
+    """QKV kinds against their explicit reference (``naive``: softmax of their own logits with their own
+    mask); kinds with their own parametrisation (gauge_kl) against their explicit pairwise ``reference``."""
     m = build(kind)
     x = torch.randn(2, 16, 24, dtype=torch.float64)
-    q, k, v = m.split_heads(x)
-    ref = masked_softmax_attention(q, k, v, m.mask_for(q, k))
-    ref = m.c_proj(ref.transpose(1, 2).reshape(2, 16, 24))
+    if hasattr(m, "reference"):
+        ref = m.reference(x)
+    else:
+        q, k, v = m.split_heads(x)
+        ref = m.c_proj(m.naive(q, k, v).transpose(1, 2).reshape(2, 16, 24))
     torch.testing.assert_close(m(x), ref, rtol=1e-12, atol=1e-12)
 
 
