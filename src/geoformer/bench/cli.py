@@ -45,11 +45,25 @@ def _add_trainer(sub) -> None:
     t.add_argument("--out", required=True, help="folder for bench.json and bench.md")
 
 
+def _add_homotopy(sub) -> None:
+    h = sub.add_parser("homotopy", help="homotopy lr probe overhead, as a ratio to constant lr (same run)")
+    g = h.add_mutually_exclusive_group()
+    g.add_argument("--preset", default=None, help="a preset from configs/ (default: shakespeare_char)")
+    g.add_argument("--config", help="a TOML file with [model], [data], [train] sections")
+    h.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    h.add_argument("--data", help="shortcut for --set data.source=PATH")
+    h.add_argument("--steps", type=int, default=200, help="timed steps per run")
+    h.add_argument("--warmup", type=int, default=20, help="untimed steps before them")
+    h.add_argument("--repeats", type=int, default=3, help="alternating rounds over the settings")
+    h.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``bench`` sub-subcommands (their parsers inherit the parent's one-line usage errors)."""
     sub = p.add_subparsers(dest="bench", required=True)
     _add_attention(sub)
     _add_trainer(sub)
+    _add_homotopy(sub)
 
 
 def _log(msg: str) -> None:
@@ -104,8 +118,23 @@ def run_trainer(args) -> int:
     return 0
 
 
+def run_homotopy(args) -> int:
+    from geoformer.bench import homotopy as H
+    from geoformer.bench._common import positive_int
+
+    for name in ("steps", "warmup", "repeats"):
+        positive_int(f"--{name}", getattr(args, name))
+    result = H.run_homotopy_bench(
+        trainer_config(args), steps=args.steps, warmup=args.warmup, repeats=args.repeats, log=_log
+    )
+    H.write_outputs(result, args.out)
+    print(H.format_table(result), end="")
+    print(f"-> {args.out}/bench.json, bench.md")
+    return 0
+
+
 def run(args) -> int:
-    commands = {"attention": run_attention, "trainer": run_trainer}
+    commands = {"attention": run_attention, "trainer": run_trainer, "homotopy": run_homotopy}
     if args.bench not in commands:
         raise GeoformerError(f"unknown bench {args.bench!r}; known: {', '.join(commands)}")
     return commands[args.bench](args)
