@@ -42,6 +42,9 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     }
 
 
+NOISY_CORES = 0.1  # background load above which results are flagged as unreliable
+
+
 def _busy_seconds() -> float | None:
     """CPU seconds all processes have been busy since boot (Linux ``/proc/stat``), else None."""
     try:
@@ -88,7 +91,10 @@ def load_note(load: dict[str, Any]) -> str:
     cores = load.get("other_processes_cores_busy")
     if cores is None:
         return ""
-    return f" Other processes kept {cores:.2f} cores busy on average during the {load['wall_s']:.0f} s run."
+    note = f" Other processes kept {cores:.2f} cores busy on average during the {load['wall_s']:.0f} s run."
+    if cores > NOISY_CORES:
+        note += " WARNING: the machine was not quiet; timings are unreliable, rerun when it is idle."
+    return note
 
 
 def sync(device: torch.device) -> None:

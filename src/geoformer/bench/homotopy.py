@@ -15,6 +15,7 @@ from geoformer import data as gdata
 from geoformer.bench._common import BackgroundLoad, load_note, machine_info, markdown_table, write_json
 from geoformer.bench.trainer_throughput import bench_config, run_trainer_once, tokens_per_step
 from geoformer.config import RunConfig
+from geoformer.train.homotopy import HomotopyOptions
 from geoformer.train.trainer import pick_device
 
 # name -> train overrides; "default" is HomotopyOptions() as shipped
@@ -56,7 +57,7 @@ def run_homotopy_bench(
     rows = []
     for name, ts in times.items():
         med = statistics.median(ts)
-        h = {**{"interval": 100}, **SETTINGS[name].get("homotopy", {})}
+        h = {**{"interval": HomotopyOptions().interval}, **SETTINGS[name].get("homotopy", {})}
         n_est = (
             sum(1 for s in range(warmup + 1, warmup + steps + 1) if s % h["interval"] == 0)
             if name != "constant"

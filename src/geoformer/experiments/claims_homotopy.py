@@ -188,7 +188,7 @@ def probe_overhead(ctx: ClaimContext) -> Verdict:
     ok = one["overhead_pct"] <= 2.0 and (one["estimate_cost_steps"] or 0) <= 0.5
     measured = (
         f"interval 10, 1 probe: {one['overhead_pct']:+.1f}% (one estimate = "
-        f"{one['estimate_cost_steps']:.2f} steps); default settings (interval 100): "
+        f"{one['estimate_cost_steps']:.2f} steps); default settings (interval 200, 3 power iterations, 1 probe): "
         f"{default['overhead_pct']:+.1f}%; seed estimator at interval 10: "
         f"{rows['homotopy interval 10, seed estimator (20 power its, 10 probes)']['overhead_pct']:+.1f}%"
     )
