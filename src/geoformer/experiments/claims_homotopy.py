@@ -127,9 +127,9 @@ def homotopy_vs_fixed(ctx: ClaimContext) -> Verdict:
     claim="Precision bound p >= log2(kappa D^2 / eps) says fp16/bf16 (and fp32) are insufficient for "
     "transformer training (seed: p >= 26.5 bits).",
     source="seeds/004_*.txt, 'Theorem 4.7 (Precision Obstruction)'",
-    experiment="`geoformer compare --preset homotopy_lr` on a 2x64 model, 500 iterations (CPU bf16 is ~9x slower "
-    "than fp32 here): bound from the homotopy run's final kappa, D = parameter-vector norm, eps = 1e-6 (the "
-    "seed's); against `constant` in fp32 and under bf16 autocast (`constant_bf16`), 3 seeds, same tokens",
+    experiment="`geoformer compare --preset homotopy_lr` (shakespeare_char model, 1000 iterations, 3 seeds): "
+    "bound from the homotopy run's final kappa, D = parameter-vector norm, eps = 1e-6 (the seed's); against "
+    "`constant` in fp32 and under bf16 autocast (`constant_bf16`), same seeds and tokens",
     rule="if the bound says bf16 is insufficient but bf16 ends within 0.05 nats of fp32 (mean), not "
     "reproduced; if bf16 is worse by more than 0.05, reproduced; if the bound allows bf16, inconclusive",
 )

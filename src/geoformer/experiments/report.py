@@ -32,7 +32,17 @@ from geoformer.experiments.stats import mean_std, paired_diff_ci, welch_ci
 __all__ = ["summarize", "format_table", "write_report", "extra_metric_keys", "STANDARD_METRIC_KEYS"]
 
 # Keys every metrics dict carries; any *other* numeric key is an "extra" metric and gets a panel.
+# lr is plotted as an extra panel whenever the variants' lr traces differ (schedule comparisons).
 STANDARD_METRIC_KEYS = frozenset({"step", "tokens", "train_loss", "val_loss", "lr", "tokens_per_s", "wall_s"})
+
+
+def _lr_differs(results: dict[str, Any]) -> bool:
+    traces = {
+        tuple(m.get("lr") for m in run.get("metrics", []))
+        for v in results.get("variants", {}).values()
+        for run in v.get("runs", [])
+    }
+    return len(traces) > 1
 
 DPI = 110
 _BASELINE_COLOR = "#333333"
@@ -121,7 +131,8 @@ def extra_metric_keys(results: Mapping[str, Any]) -> list[str]:
                         continue
                     numeric = isinstance(value, int | float | np.number) and not isinstance(value, bool)
                     seen[key] = seen.get(key, True) and numeric
-    return [k for k, ok in seen.items() if ok]
+    keys = [k for k, ok in seen.items() if ok]
+    return ["lr", *keys] if _lr_differs(results) else keys
 
 
 # --------------------------------------------------------------------------------------------
