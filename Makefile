@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/geoformer compare --preset quick --out runs/quick --force
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

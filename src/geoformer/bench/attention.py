@@ -2,7 +2,8 @@
 
 For every kind and sequence length the attention module is built alone (``n_embd``, ``n_head``,
 ``block_size = seq``) and ``module(x).sum().backward()`` is timed (``x`` requires grad): the median
-over ``repeats`` calls after ``warmup`` discarded ones, with the IQR and min/max as the spread.
+over ``repeats`` calls after ``warmup`` discarded ones, with the IQR and min/max as the spread. At each
+length the kinds take turns call by call (in a rotating order), so background load hits them alike.
 Peak memory is ``torch.cuda.max_memory_allocated`` above the resting allocation on CUDA, and on CPU the
 RSS high-water mark of one call in a fresh subprocess (see :mod:`geoformer.bench._measure_memory`).
 Every number is also given as a ratio to ``sdpa`` measured in the same run, which is always included.
@@ -185,19 +186,43 @@ def zero_grads(module: torch.nn.Module, x: torch.Tensor) -> None:
     x.grad = None
 
 
-def time_fwd_bwd(
-    module: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int, device: torch.device
-) -> list[float]:
-    """Milliseconds of each of ``repeats`` forward+backward calls, after ``warmup`` untimed ones."""
-    times = []
+def time_call(module: torch.nn.Module, x: torch.Tensor, device: torch.device) -> float:
+    """Milliseconds of one forward+backward call."""
+    zero_grads(module, x)
+    sync(device)
+    t0 = time.perf_counter()
+    fwd_bwd(module, x)
+    sync(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def time_round_robin(
+    cases: dict[str, tuple[torch.nn.Module, torch.Tensor]],
+    errors: dict[str, str],
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+) -> dict[str, list[float]]:
+    """Per kind, the milliseconds of ``repeats`` calls after ``warmup`` untimed ones.
+
+    The kinds take turns, one call each per round, and the order rotates every round: a burst of
+    background load or a slow drift then hits every kind alike instead of whichever ran at that moment.
+    A kind whose call raises gets its error in ``errors`` and leaves the rotation.
+    """
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    kinds = list(cases)
     for i in range(warmup + repeats):
-        zero_grads(module, x)
-        sync(device)
-        t0 = time.perf_counter()
-        fwd_bwd(module, x)
-        sync(device)
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1e3)
+        shift = i % len(kinds)
+        for kind in kinds[shift:] + kinds[:shift]:
+            if kind in errors:
+                continue
+            try:
+                ms = time_call(*cases[kind], device)
+            except Exception as e:  # noqa: BLE001 - recorded per (kind, seq); the run goes on
+                errors[kind] = _error_text(e)
+                continue
+            if i >= warmup:
+                times[kind].append(ms)
     return times
 
 
@@ -240,36 +265,48 @@ def cpu_peak_mb(spec: dict[str, Any]) -> tuple[float | None, str | None]:
     return float(result["peak_mb"]), None
 
 
-def measure_case(s: AttentionBenchSettings, kind: str, seq: int, device: torch.device) -> dict[str, Any]:
-    """One result row; a failure (OOM, a kind rejecting a size) is recorded in ``error``, not raised."""
-    row: dict[str, Any] = {
+def _row(kind: str, seq: int, times: list[float] | None, error: str | None) -> dict[str, Any]:
+    stats = spread(times) if times and error is None else {}
+    return {
         "kind": kind,
         "seq": seq,
-        "median_ms": None,
-        "iqr_ms": None,
-        "min_ms": None,
-        "max_ms": None,
+        "median_ms": stats.get("median"),
+        "iqr_ms": stats.get("iqr"),
+        "min_ms": stats.get("min"),
+        "max_ms": stats.get("max"),
         "peak_mb": None,
-        "error": None,
+        "error": error,
     }
-    spec = case_spec(s, kind, seq)
-    module = x = None
-    try:
-        module, x = build_case(spec, device)
-        stats = spread(time_fwd_bwd(module, x, s.repeats, s.warmup, device))
-        row.update(median_ms=stats["median"], iqr_ms=stats["iqr"], min_ms=stats["min"], max_ms=stats["max"])
-        if s.memory and device.type == "cuda":
-            row["peak_mb"] = cuda_peak_mb(module, x, device)
-    except Exception as e:  # noqa: BLE001 - recorded per (kind, seq); the run goes on
-        row["error"] = _error_text(e)
-    finally:
-        del module, x
-        gc.collect()
+
+
+def measure_length(
+    s: AttentionBenchSettings, kinds: list[str], seq: int, device: torch.device
+) -> list[dict[str, Any]]:
+    """One row per kind at length ``seq``; failures (OOM, a kind rejecting a size) become ``error``s."""
+    cases: dict[str, tuple[torch.nn.Module, torch.Tensor]] = {}
+    errors: dict[str, str] = {}
+    for kind in kinds:
+        try:
+            cases[kind] = build_case(case_spec(s, kind, seq), device)
+        except Exception as e:  # noqa: BLE001
+            errors[kind] = _error_text(e)
+    times = time_round_robin(cases, errors, s.repeats, s.warmup, device)
+    rows = [_row(kind, seq, times.get(kind), errors.get(kind)) for kind in kinds]
+    for row in rows:
+        if not s.memory or row["error"] is not None:
+            continue
         if device.type == "cuda":
-            torch.cuda.empty_cache()
-    if s.memory and device.type != "cuda" and row["error"] is None:
-        row["peak_mb"], row["error"] = cpu_peak_mb(spec)
-    return row
+            try:
+                row["peak_mb"] = cuda_peak_mb(*cases[row["kind"]], device)
+            except Exception as e:  # noqa: BLE001
+                row["error"] = f"memory: {_error_text(e)}"
+        else:
+            row["peak_mb"], row["error"] = cpu_peak_mb(case_spec(s, row["kind"], seq))
+    del cases
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -291,11 +328,11 @@ def run_attention_bench(s: AttentionBenchSettings, *, log=None) -> dict[str, Any
     device = pick_device(s.device)
     rows = []
     with BackgroundLoad() as load:
-        for seq in s.seqs:  # lengths outside, kinds inside: drift over the run hits every kind alike
-            for kind in kinds:
-                rows.append(measure_case(s, kind, seq, device))
-                if log is not None:
-                    log(_progress_line(rows[-1]))
+        for seq in s.seqs:
+            rows += measure_length(s, kinds, seq, device)
+            if log is not None:
+                for row in rows[-len(kinds) :]:
+                    log(_progress_line(row))
     add_ratios(rows)
     order = {k: i for i, k in enumerate(kinds)}
     rows.sort(key=lambda r: (order[r["kind"]], r["seq"]))
@@ -348,7 +385,8 @@ def describe(result: dict[str, Any]) -> str:
     m, s = result["machine"], result["settings"]
     return (
         f"Attention forward+backward, B={s['batch']}, C={s['embd']}, H={s['heads']}, {s['dtype']}, "
-        f"median of {s['repeats']} after {s['warmup']} warm-up calls, on {m['device_name']} "
+        f"median of {s['repeats']} calls after {s['warmup']} warm-up calls (kinds interleaved call by call), "
+        f"on {m['device_name']} "
         f"({m['device']}, {m['torch_threads']} threads, torch {m['torch']}). Memory: {s['memory_method']}."
         f"{load_note(result.get('background_load', {}))}\n"
     )
