@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean claims
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,3 +29,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+# The full claims ledger (hours on 2 CPU cores); `--only ID,...` updates single rows of runs/ledger.
+claims: $(STAMP)
+	$(BIN)/geoformer claims --out runs/ledger --force
+	cp runs/ledger/CLAIMS.md docs/CLAIMS.md
+	cp runs/ledger/claims.json docs/claims.json

@@ -19,7 +19,16 @@ WORDS = (
 def _private_cache(tmp_path_factory, monkeypatch):
     """Prepared token arrays go to a per-session temp folder, never the user's cache."""
     monkeypatch.setenv("GEOFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Test tensors are tiny: a second intra-op thread only adds barriers (up to 100x slower on a busy
+    2-core machine). Subprocesses (torchrun, benchmarks) choose their own threads."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def make_text(n_words: int = 6000, seed: int = 0) -> str:

@@ -19,13 +19,6 @@ from geoformer.geometry import gaussian, so3
 F64 = dict(dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is ~100x faster than two on a busy 2-core machine (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def close(a, b, tol=1e-10, rtol=0.0):

@@ -32,14 +32,6 @@ def dtype(request):
     return request.param
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tensors here are tiny: a second intra-op thread only adds barriers, which cost up to 100x on a
-    loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def build(variant, C=24, H=3, T=16, dtype=torch.float64):

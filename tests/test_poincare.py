@@ -20,14 +20,6 @@ def dtype(request):
     return request.param
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tensors here are tiny: a second intra-op thread only adds barriers, which cost up to 100x on a
-    loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def ball_points(n, d, c, dtype, rmax=None, rmin=1e-6, seed=0):

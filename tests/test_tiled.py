@@ -14,15 +14,6 @@ from geoformer.attention.tiled import tile_selection, tiled_attention, tiled_att
 from geoformer.errors import GeoformerError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second intra-op thread only adds barriers (costly on a loaded 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def qkv(B=2, H=3, T=37, D=8, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     return tuple(torch.randn(B, H, T, D, dtype=dtype, generator=g) for _ in range(3))
