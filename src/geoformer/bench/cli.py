@@ -32,30 +32,40 @@ def _add_attention(sub) -> None:
     a.add_argument("--out", required=True, help="folder for bench.json, bench.md, bench.png")
 
 
-def _add_trainer(sub) -> None:
-    t = sub.add_parser("trainer", help="Trainer tokens/s against a minimal hand-written loop (ratio)")
-    g = t.add_mutually_exclusive_group()
+def _add_training_bench(sub, name: str, help: str, *, steps: int, warmup: int, repeats_help: str) -> None:
+    """A benchmark that times training steps of a run config (preset/config, --set, --data)."""
+    p = sub.add_parser(name, help=help)
+    g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", default=None, help="a preset from configs/ (default: shakespeare_char)")
     g.add_argument("--config", help="a TOML file with [model], [data], [train] sections")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    t.add_argument("--data", help="shortcut for --set data.source=PATH")
-    t.add_argument("--steps", type=int, default=60, help="timed steps per run")
-    t.add_argument("--warmup", type=int, default=10, help="untimed steps before them")
-    t.add_argument("--repeats", type=int, default=3, help="alternating trainer/hand pairs")
-    t.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--data", help="shortcut for --set data.source=PATH")
+    p.add_argument("--steps", type=int, default=steps, help="timed steps per run")
+    p.add_argument("--warmup", type=int, default=warmup, help="untimed steps before them")
+    p.add_argument("--repeats", type=int, default=3, help=repeats_help)
+    p.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+
+
+def _add_trainer(sub) -> None:
+    _add_training_bench(
+        sub,
+        "trainer",
+        "Trainer tokens/s against a minimal hand-written loop (ratio)",
+        steps=60,
+        warmup=10,
+        repeats_help="alternating trainer/hand pairs",
+    )
 
 
 def _add_homotopy(sub) -> None:
-    h = sub.add_parser("homotopy", help="homotopy lr probe overhead, as a ratio to constant lr (same run)")
-    g = h.add_mutually_exclusive_group()
-    g.add_argument("--preset", default=None, help="a preset from configs/ (default: shakespeare_char)")
-    g.add_argument("--config", help="a TOML file with [model], [data], [train] sections")
-    h.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    h.add_argument("--data", help="shortcut for --set data.source=PATH")
-    h.add_argument("--steps", type=int, default=200, help="timed steps per run")
-    h.add_argument("--warmup", type=int, default=20, help="untimed steps before them")
-    h.add_argument("--repeats", type=int, default=3, help="alternating rounds over the settings")
-    h.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+    _add_training_bench(
+        sub,
+        "homotopy",
+        "homotopy lr probe overhead, as a ratio to constant lr (same run)",
+        steps=200,
+        warmup=20,
+        repeats_help="alternating rounds over the settings",
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
