@@ -137,3 +137,43 @@ def test_trainer_bench_bad_steps_is_one_line(tmp_path, corpus, capsys):
     argv = ["bench", "trainer", "--set", f"data.source={corpus}", "--steps", "0", "--out", str(tmp_path)]
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and "--steps must be >= 1" in err and len(err.strip().splitlines()) == 1
+
+
+def test_gauge_kl_is_timed_beside_its_floor_and_pairwise_path():
+    s = A.AttentionBenchSettings(
+        seqs=[8, 16], kinds=["gauge_kl"], batch=1, embd=16, heads=2, repeats=2, warmup=0, memory=False
+    )
+    rows = {(r["kind"], r["seq"]): r for r in A.run_attention_bench(s)["rows"]}
+    g = rows["gauge_kl", 16]
+    assert set(g["companions"]) == {"floor", "pairwise"}
+    for name in ("floor", "pairwise"):
+        c = g["companions"][name]
+        assert c["error"] is None and c["median_ms"] > 0
+        assert g[f"ratio_time_vs_{name}"] == A.ratio(g["median_ms"], c["median_ms"])
+    assert rows["sdpa", 16]["companions"] == {}
+    assert "time × floor" in A.format_table({"rows": list(rows.values())})
+
+
+def test_gauge_kl_leaves_out_a_pairwise_path_too_big_to_run(monkeypatch):
+    from geoformer import attention
+
+    m = attention.build("gauge_kl", 16, 2, dropout=0.0, bias=False, block_size=32, options={})
+    monkeypatch.setattr(type(m), "PAIRWISE_BENCH_BYTES", 1)
+    x = A.torch.randn(1, 32, 16, requires_grad=True)
+    comps = A.companions(m, x)
+    assert set(comps) == {"floor"}
+    comps["floor"]()  # runs
+
+
+def test_a_companion_that_fails_is_noted_not_fatal(monkeypatch):
+    from geoformer.attention import gauge_kl
+
+    def broken(self, x):
+        return {"floor": lambda: (_ for _ in ()).throw(RuntimeError("no kernel (simulated)"))}
+
+    monkeypatch.setattr(gauge_kl.GaugeKLAttention, "bench_companions", broken, raising=False)
+    s = A.AttentionBenchSettings(seqs=[8], kinds=["gauge_kl"], batch=1, embd=8, heads=2, repeats=1, warmup=0, memory=False)
+    g = [r for r in A.run_attention_bench(s)["rows"] if r["kind"] == "gauge_kl"][0]
+    assert g["error"] is None and g["median_ms"] > 0
+    assert g["companions"]["floor"]["error"] == "RuntimeError: no kernel (simulated)"
+    assert "ratio_time_vs_floor" not in g

@@ -19,9 +19,10 @@ def params(trainer):
     return {k: v.detach().clone() for k, v in trainer.raw_model.state_dict().items()}
 
 
-def test_training_lowers_loss_and_writes_run_files(corpus, tmp_path):
+def test_training_lowers_loss_and_writes_run_files(corpus, tmp_path, capsys):
     cfg = tiny_config(corpus, max_iters=40, eval_interval=10)
     summary = Trainer(cfg, tmp_path / "run", progress=False, quiet=True).fit()
+    assert capsys.readouterr().out == ""  # quiet: no per-evaluation lines
     files = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"config.json", "metrics.jsonl", "summary.json", "ckpt.pt", "tokenizer.json"} <= files
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

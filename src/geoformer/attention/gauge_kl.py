@@ -227,11 +227,16 @@ def kl_matrix_pairwise(mu: torch.Tensor, sigma: torch.Tensor, R: torch.Tensor, *
     Forms ``Omega_ij = R_i R_j^T`` (..., T, T, K, K) and calls :func:`geoformer.geometry.gaussian.kl_full_cov`.
     """
     cov = torch.diag_embed(sigma) if diag else sigma @ sigma.transpose(-1, -2)
-    Omega = R.unsqueeze(-3) @ R.unsqueeze(-4).transpose(-1, -2)  # [..., i, j] = R_i R_j^T
-    mu_t = (Omega @ mu.unsqueeze(-3).unsqueeze(-1)).squeeze(-1)  # Omega_ij mu_j
+    Omega, mu_t = _transport(mu, R)
     cov_t = Omega @ cov.unsqueeze(-4) @ Omega.transpose(-1, -2)
     cov_t = 0.5 * (cov_t + cov_t.transpose(-1, -2))
     return gaussian.kl_full_cov(mu.unsqueeze(-2), cov.unsqueeze(-3), mu_t, cov_t)
+
+
+def _transport(mu: torch.Tensor, R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Omega_ij = R_i R_j^T`` (..., T, T, K, K) and the transported means ``Omega_ij mu_j`` (..., T, T, K)."""
+    Omega = R.unsqueeze(-3) @ R.unsqueeze(-4).transpose(-1, -2)  # [..., i, j] = R_i R_j^T
+    return Omega, (Omega @ mu.unsqueeze(-3).unsqueeze(-1)).squeeze(-1)
 
 
 def gauge_kl_weights(
@@ -294,8 +299,7 @@ def gauge_kl_attention_pairwise(
     beta = gauge_kl_weights(mu, sigma, R, inv_temp=inv_temp, diag=diag, causal=causal, pairwise=True)
     if dropout is not None:
         beta = dropout(beta)
-    Omega = R.unsqueeze(-3) @ R.unsqueeze(-4).transpose(-1, -2)
-    mu_t = (Omega @ mu.unsqueeze(-3).unsqueeze(-1)).squeeze(-1)  # (..., T, T, K)
+    _, mu_t = _transport(mu, R)
     return (beta.unsqueeze(-1) * mu_t).sum(-2)
 
 
@@ -438,6 +442,28 @@ class GaugeKLAttention(nn.Module):
         return gauge_kl_sdpa_reference(
             batch, seq, self.opts.irrep_spec, device=device or ref.device, dtype=dtype or ref.dtype
         )
+
+    # the explicit path holds ~15 (B, H, T, T, K, K)-sized tensors at its peak (Omega, transported Sigma, grads:
+    # 1.06 GB at B=4, T=256 for the seed's spec; 3.3 GB and 34 s a call at T=512 on one CPU thread)
+    PAIRWISE_BENCH_BYTES = 2 * 2**30
+
+    def bench_companions(self, x: torch.Tensor) -> dict[str, Callable[[], None]]:
+        """Reference workloads for ``geoformer bench attention``, timed beside this layer on the same input:
+        ``floor``, the SDPA calls the fused path reduces to (:meth:`sdpa_floor`), and ``pairwise``, this
+        layer through the explicit pairwise path, left out when its ``T^2 K^2`` tensors would pass
+        ``PAIRWISE_BENCH_BYTES`` (estimated as 16 such tensors)."""
+        B, T, _ = x.shape
+        out = {"floor": self.sdpa_floor(B, T, device=x.device, dtype=x.dtype)}
+        est = 16 * B * T * T * sum(g.n_heads * g.K * g.K for g in self.groups) * x.element_size()
+        if est <= self.PAIRWISE_BENCH_BYTES:
+
+            def pairwise() -> None:
+                self.zero_grad(set_to_none=True)
+                x.grad = None
+                self.reference(x).sum().backward()
+
+            out["pairwise"] = pairwise
+        return out
 
     def extra_repr(self) -> str:
         spec = ", ".join(f"l{g.l}x{g.n_heads}" for g in self.groups)

@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,33 +196,52 @@ def time_call(module: torch.nn.Module, x: torch.Tensor, device: torch.device) ->
     return (time.perf_counter() - t0) * 1e3
 
 
+def time_closure(fn: Callable[[], None], device: torch.device) -> float:
+    """Milliseconds of one call of a companion closure (it zeroes its own grads)."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def companions(module: torch.nn.Module, x: torch.Tensor) -> dict[str, Callable[[], None]]:
+    """A kind's reference workloads timed beside it, ``{name: closure}``, from its optional
+    ``bench_companions(x)`` method (``gauge_kl``: ``floor``, its SDPA limit; ``pairwise``, its explicit path)."""
+    fn = getattr(module, "bench_companions", None)
+    return dict(fn(x)) if callable(fn) else {}
+
+
 def time_round_robin(
     cases: dict[str, tuple[torch.nn.Module, torch.Tensor]],
     errors: dict[str, str],
     repeats: int,
     warmup: int,
     device: torch.device,
+    extra: dict[str, Callable[[], None]] | None = None,
 ) -> dict[str, list[float]]:
-    """Per kind, the milliseconds of ``repeats`` calls after ``warmup`` untimed ones.
+    """Per kind (and per ``extra`` closure), the milliseconds of ``repeats`` calls after ``warmup`` untimed ones.
 
     The kinds take turns, one call each per round, and the order rotates every round: a burst of
     background load or a slow drift then hits every kind alike instead of whichever ran at that moment.
     A kind whose call raises gets its error in ``errors`` and leaves the rotation.
     """
-    times: dict[str, list[float]] = {k: [] for k in cases}
-    kinds = list(cases)
+    calls: dict[str, Callable[[], float]] = {k: (lambda c=c: time_call(*c, device)) for k, c in cases.items()}
+    calls.update({k: (lambda f=f: time_closure(f, device)) for k, f in (extra or {}).items()})
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    names = list(calls)
     for i in range(warmup + repeats):
-        shift = i % len(kinds)
-        for kind in kinds[shift:] + kinds[:shift]:
-            if kind in errors:
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            if name in errors:
                 continue
             try:
-                ms = time_call(*cases[kind], device)
+                ms = calls[name]()
             except Exception as e:  # noqa: BLE001 - recorded per (kind, seq); the run goes on
-                errors[kind] = _error_text(e)
+                errors[name] = _error_text(e)
                 continue
             if i >= warmup:
-                times[kind].append(ms)
+                times[name].append(ms)
     return times
 
 
@@ -290,8 +309,22 @@ def measure_length(
             cases[kind] = build_case(case_spec(s, kind, seq), device)
         except Exception as e:  # noqa: BLE001
             errors[kind] = _error_text(e)
-    times = time_round_robin(cases, errors, s.repeats, s.warmup, device)
+    extra: dict[str, Callable[[], None]] = {}
+    for kind, (module, x) in cases.items():
+        try:
+            extra.update({f"{kind}/{name}": fn for name, fn in companions(module, x).items()})
+        except Exception as e:  # noqa: BLE001 - a companion that cannot be built is noted, the kind still runs
+            errors[f"{kind}/?"] = _error_text(e)
+    times = time_round_robin(cases, errors, s.repeats, s.warmup, device, extra)
     rows = [_row(kind, seq, times.get(kind), errors.get(kind)) for kind in kinds]
+    for row in rows:
+        row["companions"] = {}
+        for name in [n for n in list(extra) + list(errors) if n.startswith(row["kind"] + "/")]:
+            comp, err = name.split("/", 1)[1], errors.get(name)
+            t = spread(times[name]) if name in times and times[name] and err is None else {}
+            row["companions"][comp] = {"median_ms": t.get("median"), "iqr_ms": t.get("iqr"), "error": err}
+            if t:
+                row[f"ratio_time_vs_{comp}"] = ratio(row["median_ms"], t.get("median"))
     for row in rows:
         if not s.memory or row["error"] is not None:
             continue
@@ -373,11 +406,22 @@ def format_table(result: dict[str, Any]) -> str:
             fmt(r["ratio_time_vs_sdpa"]),
             fmt(r["peak_mb"], ".1f"),
             fmt(r["ratio_mem_vs_sdpa"]),
-            r["error"] or "",
+            "; ".join(x for x in [r["error"] or "", _companion_note(r)] if x),
         ]
         for r in result["rows"]
     ]
     return markdown_table(header, rows)
+
+
+def _companion_note(r: dict[str, Any]) -> str:
+    """``"time × floor 1.23 (floor 4.1 ms)"`` for each companion measured beside the kind."""
+    parts = []
+    for name, c in (r.get("companions") or {}).items():
+        if c.get("error"):
+            parts.append(f"{name}: {c['error']}")
+        elif c.get("median_ms"):
+            parts.append(f"time × {name} {fmt(r.get(f'ratio_time_vs_{name}'))} ({name} {c['median_ms']:.3f} ms)")
+    return "; ".join(parts)
 
 
 def describe(result: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from geoformer import data as gdata
 from geoformer.config import RunConfig
 from geoformer.errors import GeoformerError, TrainingDiverged
-from geoformer.models import GPT
+from geoformer.models import GPT, build_model
 from geoformer.train import checkpoint, distributed, schedules
 from geoformer.train.callbacks import Callback, build_callbacks
 
@@ -142,7 +142,7 @@ class Trainer:
         self.eval_batch = t.eval_batch_size or t.batch_size
 
         torch.manual_seed(cfg.seed)
-        self.model = GPT(cfg.model).to(self.device)
+        self.model = build_model(cfg.model).to(self.device)
         self.raw_model = self.model
         self.optimizer = build_optimizer(self.model.param_groups(t.weight_decay), t, self.device)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed)
@@ -180,7 +180,8 @@ class Trainer:
         return self.dist.is_main
 
     def log(self, msg: str) -> None:
-        if self.is_main and not self.progress:
+        """A line per evaluation on the main rank, unless a progress bar shows it or the trainer is quiet."""
+        if self.is_main and not self.progress and not self.quiet:
             print(msg, flush=True)
 
     # ------------------------------------------------------------------ batches and evaluation
@@ -424,7 +425,7 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, RunConfig, d
     state = checkpoint.load(Path(path), map_location=device)
     try:
         cfg = RunConfig.from_dict(state["config"])
-        model = GPT(cfg.model)
+        model = build_model(cfg.model)
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, TypeError, GeoformerError) as e:
         raise GeoformerError(
