@@ -49,6 +49,19 @@ def test_sdpa_temperature_scales_logits():
     torch.testing.assert_close(m(x), m.c_proj(ref.transpose(1, 2).reshape(2, 16, 24)), rtol=1e-12, atol=1e-12)
 
 
+def test_sdpa_width_narrows_the_heads_and_matches_its_reference():
+    m = attention.build("sdpa", 24, 3, bias=False, block_size=16, options={"width": 6}).double().eval()
+    assert m.c_attn.weight.shape == (18, 24) and m.c_proj.weight.shape == (24, 6)
+    assert sum(p.numel() for p in m.parameters()) == 4 * 24 * 6
+    x = torch.randn(2, 16, 24, dtype=torch.float64)
+    q, k, v = m.split_heads(x)
+    assert q.shape == (2, 3, 16, 2)
+    ref = masked_softmax_attention(q, k, v, m.mask_for(q, k))
+    torch.testing.assert_close(m(x), m.c_proj(ref.transpose(1, 2).reshape(2, 16, 6)), rtol=1e-12, atol=1e-12)
+    with pytest.raises(GeoformerError, match="model.attn.width=7 is not divisible by n_head=3"):
+        attention.build("sdpa", 24, 3, block_size=16, options={"width": 7})
+
+
 def test_local_window_covering_everything_is_full_attention():
     a = attention.build("local", 24, 3, bias=True, block_size=16, options={"window": 16}).double().eval()
     b = build("sdpa")

@@ -53,3 +53,20 @@ def test_run_claims_writes_ledger_and_survives_a_broken_check(tmp_path, monkeypa
     assert "0 inconclusive" in (tmp_path / "CLAIMS.md").read_text()
     with pytest.raises(GeoformerError, match="unknown claim 'nope'; known claims: t-broken, t-ok"):
         L.run_claims(out=tmp_path / "o", quick=True, only=["nope"], quiet=True)
+
+
+def test_merge_ledgers_copies_rows_and_keeps_their_dates(tmp_path, monkeypatch):
+    fake = {
+        i: L.Claim(i, f"claim {i}", "seeds/x", "exp", "rule", lambda ctx, i=i: L.Verdict(i, "reproduced"))
+        for i in ("t-a", "t-b", "t-c")
+    }
+    monkeypatch.setattr(L, "all_claims", lambda: fake)
+    L.run_claims(out=tmp_path / "main", quick=False, only=["t-a", "t-b"], quiet=True)
+    L.run_claims(out=tmp_path / "side", quick=True, only=["t-c", "t-a"], quiet=True)
+    side = {r["id"]: r for r in json.loads((tmp_path / "side" / "claims.json").read_text())["claims"]}
+    rows = L.merge_ledgers(tmp_path / "main", [tmp_path / "side"])
+    assert [(r["id"], r["mode"]) for r in rows] == [("t-a", "quick"), ("t-b", "full"), ("t-c", "quick")]
+    assert rows[2]["created"] == side["t-c"]["created"]
+    assert "| t-c | claim t-c |" in (tmp_path / "main" / "CLAIMS.md").read_text()
+    with pytest.raises(GeoformerError, match="holds no claims ledger"):
+        L.merge_ledgers(tmp_path / "main", [tmp_path / "nothing"])

@@ -340,14 +340,16 @@ def test_preset_plans_and_matches_parameters():
     raw = C.load_raw("gauge_kl")
     baseline, seeds, configs, spec = plan(raw, [], None, None)
     assert baseline == "sdpa" and len(seeds) == 3
-    assert set(configs) == {"sdpa", "gauge_seed", "gauge_l2", "gauge_l3", "kappa_0p0086", "kappa_0p00043"}
+    gauge = {"gauge_seed", "gauge_l2", "gauge_l3", "kappa_0p0086", "kappa_0p00043"}
+    assert set(configs) == {"sdpa", "sdpa_matched"} | gauge
     assert "attn_stats" in configs["gauge_seed"][0].train.callbacks
     counts = {}
     for name, cfgs in configs.items():
         mcfg = cfgs[0].model
         mcfg.vocab_size = 65
         counts[name] = GPT(mcfg).num_params()
-    assert len({v for k, v in counts.items() if k != "sdpa"}) == 1  # the gauge variants are matched exactly
+    assert len({counts[k] for k in gauge}) == 1  # the gauge variants are matched exactly
+    assert abs(counts["sdpa_matched"] / counts["gauge_seed"] - 1) < 0.01  # the narrow sdpa baseline within 1%
     plan(raw, claims_gauge.QUICK_SETS, None, 2)  # the quick settings are valid too
 
 

@@ -34,37 +34,44 @@ class QKVAttention(nn.Module):
     """Multi-head causal self-attention with a fused qkv projection and an output projection.
 
     Subclasses implement :meth:`attend` on (B, H, T, D) tensors; everything else
-    (projections, head split, dropout) is shared so the kinds differ only in the kernel.
+    (projections, head split, dropout) is shared so the kinds differ only in the kernel. A kind whose
+    options have a positive ``width`` attends in that many dimensions (``D = width / n_head``) instead of
+    ``n_embd``: a standard-attention baseline with as few attention parameters as a narrow variant.
     """
 
     def __init__(
         self, n_embd: int, n_head: int, *, dropout: float, bias: bool, block_size: int, opts
     ) -> None:
         super().__init__()
-        if n_embd % n_head != 0:
-            raise GeoformerError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
+        width = getattr(opts, "width", 0) or n_embd
+        if not (isinstance(width, int) and width > 0):
+            raise GeoformerError(f"model.attn.width must be a positive integer (0 = n_embd), got {width!r}")
+        if width % n_head != 0:
+            name = "n_embd" if width == n_embd else "model.attn.width"
+            raise GeoformerError(f"{name}={width} is not divisible by n_head={n_head}")
         self.n_head, self.n_embd, self.block_size = n_head, n_embd, block_size
+        self.width = width
         self.opts = opts
         self.dropout = dropout
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.c_attn = nn.Linear(n_embd, 3 * width, bias=bias)
+        self.c_proj = nn.Linear(width, n_embd, bias=bias)
         self.attn_dropout = nn.Dropout(dropout)
         self.resid_dropout = nn.Dropout(dropout)
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        shape = (B, T, self.n_head, C // self.n_head)
+        B, T, _ = x.shape
+        q, k, v = self.c_attn(x).split(self.width, dim=2)
+        shape = (B, T, self.n_head, self.width // self.n_head)
         return tuple(t.view(shape).transpose(1, 2) for t in (q, k, v))  # type: ignore[return-value]
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
+        B, T, _ = x.shape
         q, k, v = self.split_heads(x)
         y = self.attend(q, k, v)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, self.width)
         return self.resid_dropout(self.c_proj(y))
 
     def dropout_p(self) -> float:

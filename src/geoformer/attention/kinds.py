@@ -19,11 +19,13 @@ class SDPAAttention(QKVAttention):
 
     ``temperature`` divides the logits: softmax(q k^T / (temperature sqrt(d))); values below 1 sharpen
     attention and make the loss surface ill-conditioned (the homotopy-lr stress case uses 0.3).
+    ``width`` > 0 attends in ``width`` dimensions instead of ``n_embd`` (parameter-matched baselines).
     """
 
     @dataclass
     class Options:
         temperature: float = 1.0
+        width: int = 0  # 0 = n_embd; else the q/k/v width (a multiple of n_head)
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)

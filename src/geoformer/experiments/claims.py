@@ -223,6 +223,38 @@ def run_claims(
     return sorted(rows.values(), key=lambda r: order.index(r["id"]))
 
 
+def merge_ledgers(out: Path, sources: list[Path]) -> list[dict[str, Any]]:
+    """Copy the rows of other ledgers into ``out`` (a row of a source replaces the row with the same id;
+    later sources win), keeping every row's own measurement date and mode; rewrites claims.json and
+    CLAIMS.md. Lets rows measured in separate runs (or on other machines) form one ledger."""
+    order = list(all_claims())
+    rows: dict[str, dict[str, Any]] = {}
+    if (out / "claims.json").exists():
+        rows = {r["id"]: r for r in _load_rows(out / "claims.json")}
+    merged = []
+    for src in sources:
+        path = src / "claims.json"
+        if not path.is_file():
+            raise GeoformerError(f"{src} holds no claims ledger (claims.json)")
+        for r in _load_rows(path):
+            if r.get("id") not in order:
+                raise GeoformerError(f"{path}: row {r.get('id')!r} is not a registered claim")
+            rows[r["id"]] = r
+            merged.append(r["id"])
+    ordered = sorted(rows.values(), key=lambda r: order.index(r["id"]))
+    meta = {
+        "command": "geoformer claims --merge " + " --merge ".join(str(s) for s in sources),
+        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": "rows keep their own measurement date and mode",
+        "quick": any(r.get("mode") == "quick" for r in ordered),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.atomic_write_json(out / "claims.json", {"meta": meta, "claims": ordered})
+    checkpoint.atomic_write_text(out / "CLAIMS.md", render_markdown(ordered, meta))
+    print(f"merged {len(merged)} rows ({', '.join(merged)}) -> {out / 'CLAIMS.md'}")
+    return ordered
+
+
 def _load_rows(path: Path) -> list[dict[str, Any]]:
     from geoformer.config import load_json
 

@@ -1,6 +1,6 @@
 """Claims of seed 001 (gauge-equivariant KL attention over SO(3) irreps), tested with ``configs/gauge_kl.toml``.
 
-All four rows read one comparison: the whole ``gauge_kl`` preset (sdpa, gauge_seed, gauge_l2, gauge_l3,
+All four rows read one comparison: the whole ``gauge_kl`` preset (sdpa, sdpa_matched, gauge_seed, gauge_l2, gauge_l3,
 kappa_0p0086, kappa_0p00043), run once per process into ``<out>/experiments/001-gauge_kl[-quick]/`` by the
 first of these claims that is checked and reused by the others. After training, every run's final
 checkpoint is probed on 4 fixed validation batches: the unclipped gradient norm and the KL(q_i || Omega_ij q_j)
@@ -62,7 +62,7 @@ def shared_results(ctx: ClaimContext) -> dict[str, Any]:
             variants=None,
             seeds=2 if ctx.quick else None,
             out=folder,
-            force=True,
+            resume=True,  # reuse finished runs made with the same configuration
             quiet=ctx.quiet,
             extra_sets=QUICK_SETS if ctx.quick else [],
         )

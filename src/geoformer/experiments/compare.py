@@ -79,10 +79,26 @@ def _tokens(cfg: C.RunConfig) -> int:
     return t.max_iters * t.batch_size * t.grad_accum * cfg.model.block_size
 
 
-def _read_run(run_dir: Path) -> dict[str, Any] | None:
+def _read_run(run_dir: Path, cfg: C.RunConfig | None = None) -> dict[str, Any] | None:
+    """A completed run's summary and metrics; None if it is missing, unfinished, or (given ``cfg``) was
+    trained with a different configuration (a stale run is never reused on resume)."""
     summary = run_dir / "summary.json"
     if not summary.is_file():
         return None
+    if cfg is not None:
+        saved = run_dir / "config.json"
+        if not saved.is_file():
+            return None
+        want = cfg.to_dict()
+        try:  # through the dataclass: fields added since the run was made take their defaults
+            got = C.RunConfig.from_dict(C.load_json(saved)).to_dict()
+            if not want["model"]["vocab_size"]:  # 0 = taken from the data at run time
+                got["model"]["vocab_size"] = 0
+            same = got == want
+        except Exception:  # noqa: BLE001 - an unreadable or outdated config is a stale run
+            same = False
+        if not same:
+            return None
     s = C.load_json(summary)
     if not s.get("completed"):
         return None
@@ -139,7 +155,7 @@ def run_compare(
     for name, cfg in bar:
         bar.set_description(f"compare: {name} seed {cfg.seed}")
         run_dir = out / "runs" / name / f"seed{cfg.seed}"
-        run = _read_run(run_dir) if resume else None
+        run = _read_run(run_dir, cfg) if resume else None
         if run is None:
             prepare_out_dir(run_dir, resume=False, force=True)
             try:
