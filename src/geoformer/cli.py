@@ -131,8 +131,128 @@ def cmd_bench(args) -> int:
 def cmd_claims(args) -> int:
     from geoformer.experiments.claims import run_claims
 
+    if args.merge:
+        from geoformer.experiments.claims import merge_ledgers
+
+        if args.only or args.quick or args.force:
+            raise GeoformerError("--merge copies measured rows: it takes no --only, --quick or --force")
+        merge_ledgers(Path(args.out), [Path(d) for d in args.merge])
+        return 0
     only = [c for c in args.only.split(",") if c] if args.only else None
     run_claims(out=Path(args.out), quick=args.quick, only=only, force=args.force, quiet=args.quiet)
+    return 0
+
+
+def cmd_arc_eval(args) -> int:
+    from geoformer.data import arc as A
+    from geoformer.experiments.arc_eval import resolve_ids, run_arc_eval
+
+    if args.tasks is not None and args.ids:
+        raise GeoformerError("give --tasks N or --ids ID,... (not both)")
+    ids = None
+    if args.ids:
+        ids = (
+            A.read_ids_file(args.ids[1:])
+            if args.ids.startswith("@")
+            else [i for i in args.ids.split(",") if i]
+        )
+        if not ids:
+            raise GeoformerError("--ids names no task")
+    task_ids = resolve_ids(args.dataset, args.split, tasks=args.tasks, ids=ids)
+    s = run_arc_eval(
+        dataset=args.dataset,
+        split=args.split,
+        ids=task_ids,
+        method=args.method,
+        out=Path(args.out),
+        steps=args.steps,
+        budget_s=args.budget_s,
+        budget_cpu_s=args.budget_cpu_s,
+        seed=args.seed,
+        force=args.force,
+        quiet=args.quiet,
+        command="geoformer " + " ".join(sys.argv[1:]),
+    )
+    lo, hi = s["wilson95"]
+    print(
+        f"{args.method}: accuracy {s['accuracy']:.3f} [Wilson 95% {lo:.3f}, {hi:.3f}] on {s['tasks']} tasks "
+        f"({s['test_outputs_solved']}/{s['test_outputs']} test outputs), {s['seconds_per_task']:.1f} s/task -> {args.out}"
+    )
+    return 0
+
+
+def cmd_arc_show(args) -> int:
+    from geoformer.data import arc as A
+    from geoformer.experiments.arc_eval import load_prediction, render_task
+
+    pred = load_prediction(Path(args.pred), args.task_id) if args.pred else None
+    if args.dataset is not None:
+        A.check_dataset(args.dataset)
+    task, ds, split = A.find_task(args.task_id, args.dataset)
+    png = Path(args.out) if args.out else Path(f"arc_{args.task_id}.png")
+    render_task(task, png, prediction=pred, title=f"{task.id} ({ds} {split})")
+    print(f"wrote {png}")
+    return 0
+
+
+def _add_arc_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="arc_cmd", required=True, parser_class=_Parser)
+    e = sub.add_parser("eval", help="solve ARC tasks; writes one JSON per task and summary.json")
+    e.add_argument("--dataset", default="arc1", help="arc1 (ARC-AGI-1) | arc2 (ARC-AGI-2)")
+    e.add_argument("--split", default="evaluation", help="training | evaluation")
+    e.add_argument("--tasks", type=int, default=None, help="a fixed seeded sample of N tasks")
+    e.add_argument("--ids", help="comma-separated task ids, or @FILE with one id a line")
+    e.add_argument("--method", default="learner", help="learner | identity | mode")
+    e.add_argument("--steps", type=int, default=300, help="training steps per task (deterministic budget)")
+    e.add_argument("--budget-s", type=float, default=600.0, help="hard wall-clock cap per task in seconds")
+    e.add_argument(
+        "--budget-cpu-s", type=float, default=60.0, help="cap per task in CPU seconds of this process"
+    )
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", required=True)
+    e.add_argument("--force", action="store_true", help="re-run tasks whose JSON already exists in --out")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_arc_eval)
+    s = sub.add_parser("show", help="render a task (and a prediction) as a PNG")
+    s.add_argument("task_id")
+    s.add_argument("--dataset", default=None, help="arc1 | arc2 (default: search both)")
+    s.add_argument("--pred", help="an `arc eval` output folder")
+    s.add_argument("--out", help="PNG path (default: arc_TASK_ID.png)")
+    s.set_defaults(func=cmd_arc_show)
+
+
+def cmd_circuits(args) -> int:
+    from geoformer.circuits import continual
+
+    if args.seeds < 1:
+        raise GeoformerError("--seeds must be >= 1")
+    out = Path(args.out)
+    common = {"seeds": args.seeds, "quick": args.quick, "force": args.force, "quiet": args.quiet}
+    try:
+        seed_ids = [int(v) for v in args.seed_ids.split(",") if v] if args.seed_ids else None
+    except ValueError:
+        raise GeoformerError(f"--seed-ids must be comma-separated integers, got {args.seed_ids!r}") from None
+    if args.action == "train":
+        continual.run_train(out, **common)
+    elif args.action == "attribute":
+        models = Path(args.models) if args.models else None
+        continual.run_attribute(out, models=models, seed_ids=seed_ids, **common)
+    else:
+        try:
+            mults = tuple(float(v) for v in args.lr_mults.split(",") if v)
+        except ValueError:
+            raise GeoformerError(f"--lr-mults must be comma-separated numbers, got {args.lr_mults!r}") from None
+        if not mults or any(m <= 0 for m in mults):
+            raise GeoformerError(f"--lr-mults must be positive numbers, got {args.lr_mults!r}")
+        methods = tuple(m for m in args.methods.split(",") if m)
+        unknown = [m for m in methods if m not in continual.METHODS]
+        if unknown or not methods:
+            raise GeoformerError(
+                f"unknown method {unknown[0] if unknown else args.methods!r}; known methods: {', '.join(continual.METHODS)}"
+            )
+        continual.run_continual(
+            out, methods=methods, lr_mults=mults, resume=args.resume, seed_ids=seed_ids, **common
+        )
     return 0
 
 
@@ -176,13 +296,40 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cli.add_arguments(b)
     b.set_defaults(func=cmd_bench)
 
+    ci = sub.add_parser(
+        "circuits", help="capability suites: train a model, attribute heads/neurons, continual learning"
+    )
+    ci.add_argument("action", choices=["train", "attribute", "continual"])
+    ci.add_argument("--out", required=True)
+    ci.add_argument("--seeds", type=int, default=1, help="number of seeds (continual: use >= 3)")
+    ci.add_argument("--quick", action="store_true", help="small suites and few steps (a smoke run)")
+    ci.add_argument("--force", action="store_true", help="overwrite results already in --out")
+    ci.add_argument("--resume", action="store_true", help="continual: keep finished rows, run the rest")
+    ci.add_argument("--models", help="attribute: a `circuits train` folder to take the models from")
+    ci.add_argument("--methods", default="naive,ewc,protect,canary", help="continual: comma-separated methods")
+    ci.add_argument("--lr-mults", default="1", help="continual: phase-B lr multipliers, e.g. 1,10")
+    ci.add_argument(
+        "--seed-ids", help="attribute, continual: only these seeds (e.g. 2), e.g. to run seeds in parallel"
+    )
+    ci.add_argument("--quiet", action="store_true")
+    ci.set_defaults(func=cmd_circuits)
+
     cl = sub.add_parser("claims", help="run the claims ledger; writes CLAIMS.md and claims.json")
     cl.add_argument("--quick", action="store_true", help="smaller, faster versions of each check")
     cl.add_argument("--only", help="comma-separated claim ids")
     cl.add_argument("--out", required=True)
     cl.add_argument("--force", action="store_true")
     cl.add_argument("--quiet", action="store_true")
+    cl.add_argument(
+        "--merge",
+        action="append",
+        metavar="DIR",
+        help="copy the rows of another ledger (DIR/claims.json) into --out instead of measuring; repeatable",
+    )
     cl.set_defaults(func=cmd_claims)
+
+    a = sub.add_parser("arc", help="ARC tasks: evaluate a method (eval) or render a task (show)")
+    _add_arc_args(a)
     return p
 
 

@@ -227,6 +227,9 @@ def validate(cfg: RunConfig) -> None:
 
     m, t, d = cfg.model, cfg.train, cfg.data
     attention.make_options(m.attention, m.attn)  # unknown kind / option -> lists the known ones
+    from geoformer import models
+
+    models.validate_config(m)  # unknown model.arch / model.levels option -> one line
     schedules.get(t.schedule)
     from geoformer.train.callbacks import callback_names
 

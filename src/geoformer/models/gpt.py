@@ -30,6 +30,8 @@ class GPTConfig:
     attention: str = "sdpa"  # a registered attention kind
     attn: dict[str, Any] = field(default_factory=dict)  # that kind's own options
     init_std: float = 0.02
+    arch: str = "gpt"  # a registered model (geoformer.models.names()): "gpt" | "levels"
+    levels: dict[str, Any] = field(default_factory=dict)  # LevelOptions for arch = "levels"
 
 
 class LayerNorm(nn.Module):

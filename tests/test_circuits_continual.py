@@ -1,0 +1,85 @@
+"""The experiment drivers on a toy budget, and the CLI's error paths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from geoformer import cli
+from geoformer.circuits import continual as CL
+
+TINY = {
+    "n_layer": 1, "n_head": 2, "n_embd": 16, "n_train": 40, "n_test": 20, "steps": 4, "steps_a": 4, "steps_b": 6, "steps_extra": 4,
+    "batch_size": 8, "fisher_examples": 12, "canary_examples": 8, "canary_every": 2, "attrib_examples": 12,
+}  # fmt: skip
+
+
+def test_continual_all_methods_tiny(tmp_path):
+    res = CL.run_continual(tmp_path, seeds=1, lr_mults=(1.0,), quiet=True, sets=TINY)
+    rows = res["rows"]
+    assert {r["method"] for r in rows} == set(CL.METHODS)
+    for r in rows:
+        assert 0 <= r["a_after"] <= 1 and 0 <= r["b_after"] <= 1
+        assert r["forgetting"] == pytest.approx(r["a_before"] - r["a_after"])
+    canary = [r for r in rows if r["method"] == "canary"][0]
+    assert canary["extra"]["canary"]["checks"] == 3
+    with pytest.raises(Exception, match="already holds"):
+        CL.run_continual(tmp_path, seeds=1, quiet=True, sets=TINY)
+    # resume keeps finished rows and adds only the missing ones (here: naive at 10x the lr)
+    res2 = CL.run_continual(
+        tmp_path, seeds=1, lr_mults=(10.0,), methods=("naive",), quiet=True, sets=TINY, resume=True
+    )
+    assert len(res2["rows"]) == len(rows) + 1
+    table = (tmp_path / "continual.md").read_text()
+    assert "| 0.01 | naive |" in table and "| 0.001 | canary |" in table and "overhead" in table
+
+
+def test_attribute_tiny(tmp_path, monkeypatch):
+    monkeypatch.setattr(CL, "quick_config", lambda: CL.CircuitsConfig(**TINY))
+    runs = CL.run_attribute(tmp_path, seeds=1, quick=True, quiet=True)
+    assert (tmp_path / "head_importance.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "attribution.json").read_text())
+    br = saved["runs"]["0"]["bridges"]
+    assert len(br["bridge_score"]) == 1 and len(br["bridge_score"][0]) == 2
+    assert runs[0]["timing_s"]["total"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["circuits", "continual", "--out", "X", "--methods", "naive,bogus"], "unknown method 'bogus'"),
+        (["circuits", "continual", "--out", "X", "--lr-mults", "1,ten"], "--lr-mults"),
+        (["circuits", "train", "--out", "X", "--seeds", "0"], "--seeds"),
+    ],
+)
+def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, argv, msg):
+    argv = [a if a != "X" else str(tmp_path / "o") for a in argv]
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1
+
+
+def test_claim_rows_registered():
+    from geoformer.experiments.claims import all_claims
+
+    ids = {"002-protection-high-lr", "002-canary-rollback", "002-bridges"}
+    claims = all_claims()
+    assert ids <= set(claims)
+    assert all(claims[i].rule and claims[i].experiment for i in ids)
+
+
+def test_cli_train_quick_writes_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(CL, "quick_config", lambda: CL.CircuitsConfig(**TINY))
+    out = tmp_path / "t"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["circuits", "train", "--quick", "--quiet", "--out", str(out)])
+    assert e.value.code == 0
+    saved = json.loads((out / "train.json").read_text())
+    assert set(saved["runs"]["0"]["test_acc"]) == set(CL.SUITES)
+    assert (out / "seed0" / "ckpt.pt").is_file()
+    with pytest.raises(SystemExit) as e:  # nothing overwritten without --force
+        cli.main(["circuits", "train", "--quick", "--quiet", "--out", str(out)])
+    assert e.value.code == 2
