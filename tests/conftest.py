@@ -64,3 +64,22 @@ def tiny_config(source, **train) -> C.RunConfig:
         },
     }
     return C.build_config(raw)
+
+
+def run_cli(argv, capsys):
+    """Run ``geoformer ARGV`` in-process; returns (exit status, stdout, stderr)."""
+    from geoformer.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def assert_one_line_error(code, err, match):
+    """The CLI's bad-input contract: exit status 2, one line on stderr containing ``match``, no traceback."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert match in lines[0], lines[0]

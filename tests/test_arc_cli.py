@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from geoformer.cli import main
 from geoformer.data import arc as A
 from geoformer.experiments.arc_eval import (
     identity_attempts,
@@ -18,22 +17,9 @@ from geoformer.experiments.arc_eval import (
     wilson,
 )
 
+from .conftest import assert_one_line_error, run_cli
+
 IDS = "007bbfb7,25ff71a9,3c9b0459"  # arc1 training
-
-
-def run_cli(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
-def assert_one_line_error(code, err, match):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert match in lines[0], lines[0]
 
 
 def snapshot(folder):

@@ -9,18 +9,11 @@ import pytest
 
 from geoformer import attention
 from geoformer.bench import attention as A
-from geoformer.cli import main
 from geoformer.errors import GeoformerError
 
+from .conftest import run_cli
+
 TINY = ["--batch", "2", "--embd", "16", "--heads", "2", "--repeats", "2", "--warmup", "1"]
-
-
-def run_cli(argv, capsys):
-    """Run ``geoformer ARGV``; returns (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_attention_bench_writes_files_and_ratios(tmp_path, capsys):

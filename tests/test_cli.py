@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from geoformer.cli import main
+from .conftest import assert_one_line_error, run_cli
 
 TINY = """
 seed = 0
@@ -25,21 +25,6 @@ eval_interval = 3
 eval_iters = 2
 threads = 1
 """
-
-
-def run_cli(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
-def assert_one_line_error(code, err, match):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert match in lines[0], lines[0]
 
 
 @pytest.fixture
