@@ -88,7 +88,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self._build_layers(cfg)
         self.ln_f = LayerNorm(cfg.n_embd, cfg.bias)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying
@@ -96,6 +96,11 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: residual projections shrink with depth
                 nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
+
+    def _build_layers(self, cfg: GPTConfig) -> None:
+        """The trunk between the embeddings and the final norm (subclasses add their own modules here, so
+        they are created, registered and initialised in the same order as the blocks)."""
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -112,13 +117,23 @@ class GPT(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, T = idx.shape
+        x = self._embed(idx)
+        for block in self.blocks:
+            x = block(x)
+        return self._head(x, targets)
+
+    def _embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token plus position embeddings (B, T) -> (B, T, C), with dropout."""
+        T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
-        for block in self.blocks:
-            x = block(x)
+        return self.drop(self.wte(idx) + self.wpe(pos))
+
+    def _head(
+        self, x: torch.Tensor, targets: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Final norm, tied output projection and the cross-entropy loss (None without targets)."""
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:

@@ -159,22 +159,24 @@ def matched_hidden(cfg: GPTConfig, opts: LevelOptions) -> int:
 class LevelGPT(GPT):
     """GPT whose blocks are grouped into levels joined by transition maps; see the module docstring.
 
-    Reuses GPT's init, ``param_groups``, ``num_params`` and ``generate``.
+    Reuses GPT's embeddings, head, init, ``param_groups``, ``num_params`` and ``generate``; overrides
+    ``_build_layers`` (the level blocks and the transition maps) and ``forward``.
     """
 
     def __init__(self, cfg: GPTConfig) -> None:
-        nn.Module.__init__(self)
-        if cfg.vocab_size < 1:
-            raise ValueError("GPTConfig.vocab_size must be set (>= 1)")
+        super().__init__(cfg)  # embeddings, _build_layers, head, GPT-2 init
+        with torch.no_grad():
+            for d in self.trans:  # start as "no transition": every W_k the identity (E = 1)
+                d.weight.copy_(torch.eye(cfg.n_embd))
+        self.last_terms: dict[str, torch.Tensor] = {}
+
+    def _build_layers(self, cfg: GPTConfig) -> None:
+        """The level blocks, the transition maps W_k and (``exact``) the basis of Z, in that order."""
         self.check_config(cfg)
-        self.config = cfg
         self.opts = opts = level_options(cfg)
         self.layers = list(opts.layers) or split_layers(cfg.n_layer, len(opts.kinds))
         self.hidden = matched_hidden(cfg, opts)
         C = cfg.n_embd
-        self.wte = nn.Embedding(cfg.vocab_size, C)
-        self.wpe = nn.Embedding(cfg.block_size, C)
-        self.drop = nn.Dropout(cfg.dropout)
         self.level_of: list[int] = [lvl for lvl, n in enumerate(self.layers) for _ in range(n)]
         self.blocks = nn.ModuleList(
             LevelBlock(cfg, opts.kinds[lvl], _kind_options(opts.kinds[lvl], opts), self.hidden)
@@ -185,17 +187,6 @@ class LevelGPT(GPT):
         self.basis = (
             nn.Parameter(torch.randn(C, exact_rank(cfg, opts)) / math.sqrt(C)) if opts.exact else None
         )
-        self.ln_f = LayerNorm(C, cfg.bias)
-        self.lm_head = nn.Linear(C, cfg.vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
-        with torch.no_grad():
-            for d in self.trans:  # start as "no transition": every W_k the identity (E = 1)
-                d.weight.copy_(torch.eye(C))
-        self.last_terms: dict[str, torch.Tensor] = {}
 
     @staticmethod
     def check_config(cfg: GPTConfig) -> None:
@@ -255,11 +246,7 @@ class LevelGPT(GPT):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        x = self._embed(idx)
         pi = self._projector() if self.basis is not None else None
         prev = 0
         for block, lvl in zip(self.blocks, self.level_of, strict=True):
@@ -272,10 +259,8 @@ class LevelGPT(GPT):
                     x = x @ pi  # Pi W_0 P x
             prev = lvl
             x = block(x)
-        logits = self.lm_head(self.ln_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        logits, loss = self._head(x, targets)
+        if loss is not None:
             if self.training and self.opts.exactness > 0 and len(self.trans) >= 2 and pi is None:
                 pen = self.exactness()
                 self.last_terms = {"ce": loss.detach(), "exactness": pen.detach()}
