@@ -237,3 +237,19 @@ def test_exact_by_construction():
                 ("model.levels.kinds", ["local", "topk", "sdpa", "sdpa"]),
             ],
         )
+
+
+def test_eval_mode_restores_the_flag_also_on_error():
+    from geoformer.models import eval_mode
+
+    m = torch.nn.Linear(2, 2)
+    with eval_mode(m):
+        assert not m.training
+    assert m.training
+    with pytest.raises(RuntimeError), eval_mode(m):
+        raise RuntimeError("boom")
+    assert m.training
+    m.eval()
+    with eval_mode(m):
+        pass
+    assert not m.training

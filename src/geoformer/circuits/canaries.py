@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from geoformer.errors import GeoformerError
+from geoformer.models.gpt import eval_mode
 
 PAD, IMPLIES, DOT, NOT, ASK, CHAIN, ECHO, SEP = range(8)
 OPERATORS = "_>.~?!=|"  # display characters for the ids above
@@ -257,13 +258,11 @@ def answer_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def score(model: torch.nn.Module, suite: Suite, batch_size: int = 2048) -> float:
     """Exact-match accuracy of ``model`` on ``suite`` (batched, eval mode restored afterwards)."""
-    was = model.training
-    model.eval()
     hits = []
-    for i in range(0, len(suite), batch_size):
-        logits, _ = model(suite.inputs[i : i + batch_size])
-        hits.append(exact_match(logits, suite.targets[i : i + batch_size]))
-    model.train(was)
+    with eval_mode(model):
+        for i in range(0, len(suite), batch_size):
+            logits, _ = model(suite.inputs[i : i + batch_size])
+            hits.append(exact_match(logits, suite.targets[i : i + batch_size]))
     return torch.cat(hits).float().mean().item()
 
 

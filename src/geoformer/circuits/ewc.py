@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
+from geoformer.models.gpt import eval_mode
+
 
 def fisher_diag(
     model: nn.Module,
@@ -27,22 +29,19 @@ def fisher_diag(
     us: the model sees a batch of 1) and its target, and returns a scalar log-likelihood.
     """
     params = {k: v.detach() for k, v in model.named_parameters()}
-    was = model.training
-    model.eval()
+    with eval_mode(model):
+        def ll(p, x, y):
+            out = functional_call(model, p, (x[None],))
+            out = out[0] if isinstance(out, tuple) else out
+            return log_likelihood(out[0], y)
 
-    def ll(p, x, y):
-        out = functional_call(model, p, (x[None],))
-        out = out[0] if isinstance(out, tuple) else out
-        return log_likelihood(out[0], y)
-
-    per_ex = vmap(grad(ll), in_dims=(None, 0, 0))
-    acc = {k: torch.zeros_like(v) for k, v in params.items()}
-    n = inputs.size(0)
-    for i in range(0, n, batch_size):
-        g = per_ex(params, inputs[i : i + batch_size], targets[i : i + batch_size])
-        for k in acc:
-            acc[k] += g[k].pow(2).sum(0)
-    model.train(was)
+        per_ex = vmap(grad(ll), in_dims=(None, 0, 0))
+        acc = {k: torch.zeros_like(v) for k, v in params.items()}
+        n = inputs.size(0)
+        for i in range(0, n, batch_size):
+            g = per_ex(params, inputs[i : i + batch_size], targets[i : i + batch_size])
+            for k in acc:
+                acc[k] += g[k].pow(2).sum(0)
     return {k: v / n for k, v in acc.items()}
 
 

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from geoformer.errors import GeoformerError
+from geoformer.models.gpt import eval_mode
 
 UNITS = ("neuron", "head", "weight")
 SCORES = ("magnitude", "wanda", "ablation", "random")
@@ -72,14 +73,12 @@ def n_units(model: nn.Module, unit: str) -> tuple[int, int]:
 @torch.no_grad()
 def eval_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Mean cross-entropy over ``batches`` in eval mode (the model's mode is restored)."""
-    was = model.training
-    model.eval()
     total, n = 0.0, 0
-    for x, y in batches:
-        logits, _ = model(x)
-        total += float(F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()))
-        n += 1
-    model.train(was)
+    with eval_mode(model):
+        for x, y in batches:
+            logits, _ = model(x)
+            total += float(F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()))
+            n += 1
     return total / max(n, 1)
 
 
@@ -95,14 +94,12 @@ def input_norms(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
             sq[name] = sq.get(name, 0) + a.square().sum(0)
 
         hooks.append(lin.register_forward_pre_hook(hook))
-    was = model.training
-    model.eval()
     try:
-        model(x)
+        with eval_mode(model):
+            model(x)
     finally:
         for h in hooks:
             h.remove()
-        model.train(was)
     return {k: v.sqrt() for k, v in sq.items()}
 
 
@@ -124,13 +121,11 @@ def _ablation_scores(
     model: nn.Module, unit: str, x: torch.Tensor, y: torch.Tensor, chunk: int
 ) -> torch.Tensor:
     """Loss increase when each unit is zeroed: (blocks, units); batched over units, no token loops."""
-    was = model.training
-    model.eval()
-    base = float(F.cross_entropy(model(x)[0].flatten(0, 1).float(), y.flatten()))
-    L, U = n_units(model, unit)
-    out = torch.zeros(L, U)
-    B = x.shape[0]
-    try:
+    with eval_mode(model):
+        base = float(F.cross_entropy(model(x)[0].flatten(0, 1).float(), y.flatten()))
+        L, U = n_units(model, unit)
+        out = torch.zeros(L, U)
+        B = x.shape[0]
         for layer in range(L):
             lin, member = _unit_columns(model, unit, layer)
             for start in range(0, U, chunk):
@@ -156,8 +151,6 @@ def _ablation_scores(
                     logits.flatten(0, 1).float(), y.repeat(m.shape[0], 1).flatten(), reduction="none"
                 )
                 out[layer, start : start + m.shape[0]] = ce.view(m.shape[0], -1).mean(1).cpu() - base
-    finally:
-        model.train(was)
     return out
 
 
@@ -188,14 +181,12 @@ def unit_scores(
         if score == "wanda":
             norms = input_norms(model, x)
             return {k: (m.weight.detach().abs() * norms[k][None, :]).cpu() for k, m in mats.items()}
-        was = model.training
-        model.eval()
-        model.zero_grad(set_to_none=True)
-        logits, _ = model(x)
-        F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()).backward()
-        out = {k: (m.weight.detach() * m.weight.grad).abs().cpu() for k, m in mats.items()}
-        model.zero_grad(set_to_none=True)
-        model.train(was)
+        with eval_mode(model):
+            model.zero_grad(set_to_none=True)
+            logits, _ = model(x)
+            F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()).backward()
+            out = {k: (m.weight.detach() * m.weight.grad).abs().cpu() for k, m in mats.items()}
+            model.zero_grad(set_to_none=True)
         return out
     L, U = n_units(model, unit)
     if score == "random":

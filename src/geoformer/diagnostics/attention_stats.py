@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from geoformer.models.gpt import eval_mode
 from geoformer.train.callbacks import Callback, register_callback
 
 
@@ -44,14 +45,12 @@ def attention_stats(model, x: torch.Tensor) -> dict[str, float]:
         blk.attn.register_forward_pre_hook(lambda mod, args, i=i: captured.__setitem__(i, args[0]))
         for i, blk in enumerate(model.blocks)
     ]
-    was_training = model.training
-    model.eval()
     try:
-        model(x)
+        with eval_mode(model):
+            model(x)
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     out: dict[str, float] = {}
     by_label: dict[str, list[float]] = defaultdict(list)
     by_label_ent: dict[str, list[float]] = defaultdict(list)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from geoformer.errors import GeoformerError
-from geoformer.models.gpt import GPT, GPTConfig
+from geoformer.models.gpt import GPT, GPTConfig, eval_mode
 from geoformer.models.levels import LevelGPT, LevelOptions
 
 _MODELS: dict[str, type[nn.Module]] = {"gpt": GPT, "levels": LevelGPT}
@@ -41,4 +41,4 @@ def build_model(cfg: GPTConfig) -> nn.Module:
     return get(cfg.arch)(cfg)
 
 
-__all__ = ["GPT", "GPTConfig", "LevelGPT", "LevelOptions", "build_model", "names", "validate_config"]
+__all__ = ["GPT", "GPTConfig", "LevelGPT", "LevelOptions", "build_model", "eval_mode", "names", "validate_config"]

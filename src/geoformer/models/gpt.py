@@ -7,7 +7,9 @@ name in :mod:`geoformer.attention`; its own options go in ``GPTConfig.attn``.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,17 @@ class GPTConfig:
     init_std: float = 0.02
     arch: str = "gpt"  # a registered model (geoformer.models.names()): "gpt" | "levels"
     levels: dict[str, Any] = field(default_factory=dict)  # LevelOptions for arch = "levels"
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block with ``model`` in eval mode (no dropout), then restore its train/eval flag, also on error."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
 
 
 class LayerNorm(nn.Module):

@@ -106,14 +106,11 @@ def homotopy(optimizer, t, trainer=None) -> LRScheduler:
     x, y = sample_batch(trainer.data.train, opts.probe_batch, trainer.cfg.model.block_size, gen)
     x, y = x.to(trainer.device), y.to(trainer.device)
 
+    from geoformer.models.gpt import eval_mode
+
     def loss_fn() -> torch.Tensor:
-        model = trainer.raw_model
-        was = model.training
-        model.eval()
-        try:
+        with eval_mode(trainer.raw_model) as model:
             return model(x, y)[1]
-        finally:
-            model.train(was)
 
     return HomotopyLR(optimizer, loss_fn, opts)
 
