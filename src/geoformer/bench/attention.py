@@ -314,12 +314,12 @@ def measure_length(
         try:
             extra.update({f"{kind}/{name}": fn for name, fn in companions(module, x).items()})
         except Exception as e:  # noqa: BLE001 - a companion that cannot be built is noted, the kind still runs
-            errors[f"{kind}/?"] = _error_text(e)
+            errors[f"{kind}/companions"] = _error_text(e)
     times = time_round_robin(cases, errors, s.repeats, s.warmup, device, extra)
     rows = [_row(kind, seq, times.get(kind), errors.get(kind)) for kind in kinds]
     for row in rows:
         row["companions"] = {}
-        for name in [n for n in list(extra) + list(errors) if n.startswith(row["kind"] + "/")]:
+        for name in [n for n in dict.fromkeys([*extra, *errors]) if n.startswith(row["kind"] + "/")]:
             comp, err = name.split("/", 1)[1], errors.get(name)
             t = spread(times[name]) if name in times and times[name] and err is None else {}
             row["companions"][comp] = {"median_ms": t.get("median"), "iqr_ms": t.get("iqr"), "error": err}
