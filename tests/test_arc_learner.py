@@ -167,13 +167,15 @@ def test_fit_learns_a_colour_map():
 
 
 def test_arc_claims_are_registered_and_the_synthetic_task_is_the_seeds():
-    from geoformer.experiments import claims as L
-    from geoformer.experiments.claims_arc import synthetic_task
+    from geoformer.claims import all_rows
+    from geoformer.claims.seed000 import parameter_counts, synthetic_task
 
-    claims = L.all_claims()
-    for cid in ("000-homotopy-collapse", "000-arc-accuracy"):
-        c = claims[cid]
-        assert c.claim and c.source.startswith("seeds/000") and c.experiment and c.rule
+    rows = all_rows()
+    for cid in ("000-homotopy-collapse", "000-arc-accuracy", "000-adapter-parameter-savings"):
+        c = rows[cid]
+        assert c.claim and "homotopy-nn" in c.source and c.experiment and c.rule
+    counts = parameter_counts(10)
+    assert counts["separate_networks"] == 10 * counts["individual_network"] > counts["total"]
     demos, held = synthetic_task()
     assert len(demos) == 3 and len(held) == 20
     for x, y in demos + held:

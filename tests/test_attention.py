@@ -103,6 +103,9 @@ def test_batch_rows_independent(kind):
 def test_gradients_flow_float32(kind):
     m = build(kind, dtype=torch.float32).train()
     x = torch.randn(2, 16, 24, requires_grad=True)
+    if kind == "none":  # the switched-off control: no parameters, output independent of x
+        assert not list(m.parameters()) and not m(x).requires_grad and not m(x).any()
+        return
     m(x).square().sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
@@ -119,3 +122,19 @@ def test_unknown_or_mistyped_option():
         attention.build("local", 24, 3, options={"window": "big"})
     with pytest.raises(GeoformerError, match=">= 1"):
         attention.build("topk", 24, 3, options={"k": 0})
+
+
+def test_control_kinds_are_what_they_say():
+    """uniform = causal mean of v, self_only = v, none = 0; their weights are exactly uniform / identity."""
+    x = torch.randn(2, 16, 24, dtype=torch.float64)
+    u, s = build("uniform"), build("self_only")
+    q, k, v = u.split_heads(x)
+    mean = torch.stack([v[:, :, : i + 1].mean(-2) for i in range(16)], dim=-2)
+    torch.testing.assert_close(u.attend(q, k, v), mean, rtol=1e-12, atol=1e-12)
+    w = u.attention_weights(x)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 3, 16, dtype=torch.float64))
+    assert torch.equal(w[0, 0, 5, :6], torch.full((6,), 1 / 6, dtype=torch.float64)) and not w.triu(1).any()
+    q, k, v = s.split_heads(x)
+    assert torch.equal(s.attend(q, k, v), v)
+    assert torch.equal(s.attention_weights(x)[1, 2], torch.eye(16, dtype=torch.float64))
+    assert not build("none")(x).any()

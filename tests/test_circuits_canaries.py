@@ -74,3 +74,15 @@ def test_bad_input_is_a_geoformer_error():
         C.make_suite("nope", "train", 5)
     with pytest.raises(GeoformerError):
         C.make_suite("copy", "valid", 5)
+
+
+def test_float64_logits_keep_float64():
+    """A float64 model's answer log-probs and loss stay float64 (a .float() cast made float64 HVPs agree to 5e-8)."""
+    import torch
+
+    from geoformer.circuits import canaries as C
+
+    s = C.make_suite("copy", "test", 8, seed=0)
+    logits = torch.randn(*s.targets.shape, C.vocab_size(), dtype=torch.float64)
+    assert C.answer_logprob(logits, s.targets).dtype == torch.float64
+    assert C.answer_loss(logits, s.targets).dtype == torch.float64

@@ -63,12 +63,13 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, argv, msg):
 
 
 def test_claim_rows_registered():
-    from geoformer.experiments.claims import all_claims
+    from geoformer.claims import all_rows
 
-    ids = {"002-protection-high-lr", "002-canary-rollback", "002-bridges"}
-    claims = all_claims()
-    assert ids <= set(claims)
-    assert all(claims[i].rule and claims[i].experiment for i in ids)
+    ids = {"002-protection-high-lr", "002-canary-rollback", "002-protected-training-speedup", "002-bridges-exist",
+           "002-bridges-beyond-magnitude", "002-circuit-fraction"}  # fmt: skip
+    rows = all_rows()
+    assert ids <= set(rows)
+    assert all(rows[i].rule and rows[i].experiment for i in ids)
 
 
 def test_cli_train_quick_writes_results(tmp_path, monkeypatch, capsys):

@@ -1,72 +1,193 @@
-"""The claims ledger mechanism: registration, verdict rules, rendering and the CLI's error paths."""
+"""The claims ledger's mechanics: rows measured at looks with provenance, written after every row, --only updates,
+--merge keeps each row's provenance, --stale finds rows whose code changed, the rendering and the CLI's errors."""
 
 from __future__ import annotations
 
 import json
-import math
+import subprocess
 
 import pytest
 
+from geoformer.claims import ledger as L
+from geoformer.claims import provenance
+from geoformer.claims import registry as REG
+from geoformer.claims import rules as R
 from geoformer.errors import GeoformerError
-from geoformer.experiments import claims as L
+
+from .conftest import assert_one_line_error, run_cli
+
+RULE = R.Directional("negative", 0.1, "nats", "why")
 
 
-def test_ci_verdict_rules():
-    assert L.ci_verdict(-0.3, -0.1, want="negative") == "reproduced"
-    assert L.ci_verdict(0.1, 0.3, want="negative") == "not reproduced"
-    assert L.ci_verdict(-0.1, 0.3, want="negative") == "inconclusive"
-    assert L.ci_verdict(0.1, 0.3, want="positive") == "reproduced"
-    assert L.ci_verdict(math.nan, 0.3, want="negative") == "inconclusive"
+DEFAULT_LOOKS = R.Looks()
 
 
-def test_verdict_must_be_known():
-    with pytest.raises(ValueError):
-        L.Verdict(measured="x", verdict="sort of")
+def fake_row(rid: str, values=None, *, looks=DEFAULT_LOOKS, fail=False, depends=("src/x.py",)) -> REG.Row:
+    seen = []
+
+    def measure(ctx, n):
+        if fail:
+            raise ZeroDivisionError("boom")
+        seen.append(n)
+        ctx.record(f"run{n}", {"n": n})
+        ctx.seeds.update(range(n))
+        vals = values(n) if callable(values) else values
+        return {"d": vals[:n]}
+
+    row = REG.Row(
+        id=rid, claim=f"claim {rid} | with a pipe", origin="004", section="sec", experiment="exp", rule=RULE.text(),
+        measure=measure, decide=lambda data, level: RULE.decide(R.t_interval(data["d"], level)),
+        describe=lambda data, d: f"{len(data['d'])} values", examples={}, looks=looks, depends=depends,
+    )  # fmt: skip
+    row.seen = seen
+    return row
 
 
-def test_arena_claim_is_registered_with_every_field():
-    claims = L.all_claims()
-    c = claims["004-constant-beats-cosine"]
-    assert c.claim and c.source.startswith("seeds/004") and c.experiment and c.rule
+@pytest.fixture
+def fake_rows(monkeypatch):
+    rows = {}
+    monkeypatch.setattr(L, "all_rows", lambda: rows)
+    monkeypatch.setattr(L, "untestable", lambda: {})
+    return rows
 
 
-def test_run_claims_writes_ledger_and_survives_a_broken_check(tmp_path, monkeypatch):
-    fake = {
-        "t-ok": L.Claim("t-ok", "x is 1", "seeds/x", "exp", "rule", lambda ctx: L.Verdict("1.0", "reproduced")),
-        "t-broken": L.Claim("t-broken", "y | z", "seeds/y", "exp", "rule", lambda ctx: 1 / 0),
-    }
-    monkeypatch.setattr(L, "all_claims", lambda: fake)
-    rows = L.run_claims(out=tmp_path, quick=True, only=None, quiet=True)
-    assert [r["verdict"] for r in rows] == ["reproduced", "inconclusive"]
-    assert "ZeroDivisionError" in rows[1]["measured"]
+def test_sequential_looks_stop_when_decisive_and_provenance_is_recorded(tmp_path, fake_rows):
+    fake_rows["t-tight"] = fake_row("t-tight", [-1.0, -1.01, -0.99, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0])
+    noisy = [-1.0, 1.0, -0.5, 0.6, -0.2, 0.4, -0.8, 0.9, -0.1, 0.3]
+    fake_rows["t-noisy"] = fake_row("t-noisy", noisy)
+    rows = L.run_ledger(out=tmp_path, quick=False, only=None, quiet=True)
+    tight, wide = rows
+    assert fake_rows["t-tight"].seen == [3] and tight["verdict"] == "reproduced"
+    assert fake_rows["t-noisy"].seen == [3, 5, 10] and wide["verdict"] == "inconclusive"
+    p = tight["provenance"]
+    assert p["n"] == 3 and p["looks"] == [3, 5, 10] and p["level"] == pytest.approx(1 - 0.05 / 3)
+    assert p["seeds"] == [0, 1, 2] and set(p["configs"]) == {"run3"} and len(p["configs"]["run3"]) == 16
+    assert {"cpu", "cores", "device", "torch"} <= set(p["machine"]) and p["mode"] == "full" and p["date"]
+    assert "commit" in p and "dirty" in p
+    assert wide["provenance"]["n"] == 10 and wide["decision"]["detectable"] > 0
+    assert "Bonferroni" in wide["rule"]
     md = (tmp_path / "CLAIMS.md").read_text()
-    assert "| t-ok | x is 1 |" in md and "y \\| z" in md and "1 reproduced, 0 not reproduced, 1 inconclusive" in md
+    assert "| t-tight | claim t-tight \\| with a pipe |" in md and "| 3 |" in md and "| 10 |" in md
+    assert "1 reproduced, 0 not reproduced, 1 inconclusive" in md
+    assert (tmp_path / "forest.png").stat().st_size > 1000 and "forest.png" in md
+    html = (tmp_path / "CLAIMS.html").read_text()
+    assert "data:image/png;base64," in html and "t-noisy" in html
     data = json.loads((tmp_path / "claims.json").read_text())
-    assert data["meta"]["quick"] is True and len(data["claims"]) == 2
+    assert [r["id"] for r in data["claims"]] == ["t-tight", "t-noisy"]
+
+
+def test_max_seeds_caps_the_looks_and_corrects_the_level(tmp_path, fake_rows):
+    fake_rows["t"] = fake_row("t", [-1.0, 1.0, -0.5, 0.6, -0.2, 0.4, -0.8, 0.9, -0.1, 0.3])
+    row = L.run_ledger(out=tmp_path, quick=False, only=None, quiet=True, max_seeds=5)[0]
+    assert fake_rows["t"].seen == [3, 5] and row["provenance"]["level"] == pytest.approx(0.975)
+
+
+def test_only_updates_rows_a_broken_check_is_reported_and_errors_are_one_line(tmp_path, fake_rows):
+    fake_rows["t-a"] = fake_row("t-a", [-1.0] * 10)
+    fake_rows["t-b"] = fake_row("t-b", fail=True)
+    rows = L.run_ledger(out=tmp_path, quick=True, only=None, quiet=True)
+    assert rows[1]["verdict"] == "inconclusive" and "ZeroDivisionError" in rows[1]["measured"]
+    assert rows[0]["provenance"]["mode"] == "quick" and rows[0]["provenance"]["n"] == 2  # quick: one look at 2
     with pytest.raises(GeoformerError, match="already holds a claims run"):
-        L.run_claims(out=tmp_path, quick=True, only=None, quiet=True)
-    # --only updates the named rows of an existing ledger and keeps the others
-    fake["t-broken"] = L.Claim("t-broken", "y | z", "seeds/y", "exp", "rule", lambda ctx: L.Verdict("2", "not reproduced"))
-    rows = L.run_claims(out=tmp_path, quick=False, only=["t-broken"], quiet=True)
-    assert [(r["id"], r["verdict"], r["mode"]) for r in rows] == [
-        ("t-ok", "reproduced", "quick"), ("t-broken", "not reproduced", "full")]
-    assert "0 inconclusive" in (tmp_path / "CLAIMS.md").read_text()
-    with pytest.raises(GeoformerError, match="unknown claim 'nope'; known claims: t-broken, t-ok"):
-        L.run_claims(out=tmp_path / "o", quick=True, only=["nope"], quiet=True)
+        L.run_ledger(out=tmp_path, quick=True, only=None, quiet=True)
+    fake_rows["t-b"] = fake_row("t-b", [0.0] * 10)
+    rows = L.run_ledger(out=tmp_path, quick=False, only=["t-b"], quiet=True)
+    assert [(r["id"], r["verdict"], r["provenance"]["mode"]) for r in rows] == [
+        ("t-a", "reproduced", "quick"), ("t-b", "not reproduced", "full")]  # fmt: skip
+    with pytest.raises(GeoformerError, match="unknown claim 'nope'; known claims: t-a, t-b"):
+        L.run_ledger(out=tmp_path / "o", quick=True, only=["nope"], quiet=True)
+    with pytest.raises(GeoformerError, match="--only needs at least one claim id"):
+        L.run_ledger(out=tmp_path / "o", quick=True, only=["", ""], quiet=True)
 
 
-def test_merge_ledgers_copies_rows_and_keeps_their_dates(tmp_path, monkeypatch):
-    fake = {
-        i: L.Claim(i, f"claim {i}", "seeds/x", "exp", "rule", lambda ctx, i=i: L.Verdict(i, "reproduced"))
-        for i in ("t-a", "t-b", "t-c")
-    }
-    monkeypatch.setattr(L, "all_claims", lambda: fake)
-    L.run_claims(out=tmp_path / "main", quick=False, only=["t-a", "t-b"], quiet=True)
-    L.run_claims(out=tmp_path / "side", quick=True, only=["t-c", "t-a"], quiet=True)
+def test_merge_keeps_each_rows_provenance(tmp_path, fake_rows):
+    for i in ("t-a", "t-b", "t-c"):
+        fake_rows[i] = fake_row(i, [-1.0] * 10)
+    L.run_ledger(out=tmp_path / "main", quick=False, only=["t-a", "t-b"], quiet=True)
+    L.run_ledger(out=tmp_path / "side", quick=True, only=["t-c", "t-a"], quiet=True)
     side = {r["id"]: r for r in json.loads((tmp_path / "side" / "claims.json").read_text())["claims"]}
     rows = L.merge_ledgers(tmp_path / "main", [tmp_path / "side"])
-    assert [(r["id"], r["mode"]) for r in rows] == [("t-a", "quick"), ("t-b", "full"), ("t-c", "quick")]
-    assert rows[2]["created"] == side["t-c"]["created"]
-    assert "| t-c | claim t-c |" in (tmp_path / "main" / "CLAIMS.md").read_text()
+    assert [(r["id"], r["provenance"]["mode"]) for r in rows] == [("t-a", "quick"), ("t-b", "full"), ("t-c", "quick")]
+    assert rows[2]["provenance"] == side["t-c"]["provenance"]
     with pytest.raises(GeoformerError, match="holds no claims ledger"):
         L.merge_ledgers(tmp_path / "main", [tmp_path / "nothing"])
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "claims.json").write_text('{"claims": [{"no": "id"}]}')
+    with pytest.raises(GeoformerError, match="not a claims ledger"):
+        L.merge_ledgers(tmp_path / "main", [tmp_path / "bad"])
+
+
+def _git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+def test_stale_lists_rows_whose_dependencies_changed(tmp_path, fake_rows, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    (repo / "src" / "x.py").write_text("a = 1\n")
+    (repo / "src" / "y.py").write_text("b = 1\n")
+    _git(repo, "init", "-q")
+    _git(repo, "-c", "user.email=a@b", "-c", "user.name=t", "add", ".")
+    _git(repo, "-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qm", "one")
+    monkeypatch.setattr(provenance, "REPO", repo)
+    monkeypatch.setattr(L, "_row_depends", lambda row: row.depends)
+    fake_rows["t-x"] = fake_row("t-x", [-1.0] * 10, depends=("src/x.py",))
+    fake_rows["t-y"] = fake_row("t-y", [-1.0] * 10, depends=("src/y.py",))
+    L.run_ledger(out=tmp_path / "ledger", quick=False, only=None, quiet=True)
+    assert L.stale_rows(tmp_path / "ledger") == []
+    (repo / "src" / "x.py").write_text("a = 2\n")  # uncommitted change to t-x's dependency
+    assert L.stale_rows(tmp_path / "ledger") == [("t-x", "changed since " + json.loads(
+        (tmp_path / "ledger" / "claims.json").read_text())["claims"][0]["provenance"]["commit"][:10] + ": src/x.py")]  # fmt: skip
+    _git(repo, "-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qam", "two")
+    assert [r for r, _ in L.stale_rows(tmp_path / "ledger")] == ["t-x"]
+    # a row measured on a modified tree is stale, and so is a registered row the ledger lacks
+    (repo / "src" / "y.py").write_text("b = 3\n")
+    L.run_ledger(out=tmp_path / "ledger", quick=False, only=["t-y"], quiet=True)
+    fake_rows["t-z"] = fake_row("t-z", [-1.0] * 10)
+    got = dict(L.stale_rows(tmp_path / "ledger"))
+    assert got["t-y"].startswith("measured on a modified tree") and got["t-z"] == "not measured in this ledger"
+    with pytest.raises(GeoformerError, match="holds no claims ledger"):
+        L.stale_rows(tmp_path / "nothing")
+
+
+def test_git_state_outside_a_repository(tmp_path, monkeypatch):
+    monkeypatch.setattr(provenance, "REPO", tmp_path)
+    st = provenance.git_state()
+    assert st["commit"] is None and provenance.stale_reason({"commit": None}, ("x",)) == "no commit recorded"
+
+
+def test_config_hash_is_canonical():
+    a = provenance.config_hash({"b": 1, "a": [1, 2]})
+    assert a == provenance.config_hash({"a": [1, 2], "b": 1}) and a != provenance.config_hash({"a": [2, 1], "b": 1})
+
+
+def test_forest_points_orient_every_directional_part():
+    neg = R.Directional("negative", 0.02, "nats", "w").decide(R.Interval(-0.05, -0.06, -0.04, 0.95, 3))
+    pos = R.Directional("positive", 0.5, "x", "w").decide(R.Interval(1.0, 0.5, 1.5, 0.95, 3))
+    rows = [{"id": "a", "verdict": "reproduced", "decision": neg.to_dict()},
+            {"id": "b", "verdict": "reproduced", "decision": R.combine({"p": pos}).to_dict()},
+            {"id": "c", "verdict": "inconclusive", "decision": R.Decision("inconclusive", "x").to_dict()}]  # fmt: skip
+    from geoformer.claims.plot import forest_points
+
+    pts = forest_points(rows)
+    assert [p["label"] for p in pts] == ["a", "b: p"]
+    assert pts[0]["lo"] == pytest.approx(2.0) and pts[0]["hi"] == pytest.approx(3.0)  # claimed side to the right
+    assert pts[1]["lo"] == pytest.approx(1.0) and pts[1]["hi"] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["claims", "--only", ",", "--out", "X"], "--only needs at least one claim id"),
+        (["claims", "--only", "nope", "--out", "X"], "unknown claim 'nope'"),
+        (["claims", "--quick"], "--out DIR is required"),
+        (["claims", "--stale", "X"], "holds no claims ledger"),
+        (["claims", "--stale", "X", "--only", "a"], "--stale only reads a ledger"),
+        (["claims", "--merge", "X", "--quick", "--out", "Y"], "--merge copies measured rows"),
+        (["claims", "--max-seeds", "1", "--out", "X"], "--max-seeds must be >= 2"),
+    ],
+)
+def test_cli_bad_input(tmp_path, capsys, argv, msg):
+    argv = [str(tmp_path / a) if a in ("X", "Y") else a for a in argv]
+    code, _, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, msg)

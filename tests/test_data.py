@@ -320,6 +320,10 @@ def _corrupt(folder: Path, how: str) -> None:
         (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     elif how == "bad tokenizer.json":
         (folder / "tokenizer.json").write_text('{"kind": "char"', encoding="utf-8")
+    elif how == "right size, ids outside the vocabulary":
+        arr = np.fromfile(folder / "train.bin", dtype=np.uint16)
+        arr[::7] = 60_000
+        arr.tofile(folder / "train.bin")
 
 
 CORRUPTIONS = [
@@ -328,6 +332,7 @@ CORRUPTIONS = [
     "bad meta.json",
     "meta.json missing a key",
     "bad tokenizer.json",
+    "right size, ids outside the vocabulary",
 ]
 
 

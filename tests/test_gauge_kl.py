@@ -333,45 +333,40 @@ def test_sdpa_reference_runs():
 
 def test_preset_plans_and_matches_parameters():
     from geoformer import config as C
-    from geoformer.experiments import claims_gauge
+    from geoformer.claims import seed001
     from geoformer.experiments.compare import plan
     from geoformer.models.gpt import GPT
 
     raw = C.load_raw("gauge_kl")
     baseline, seeds, configs, spec = plan(raw, [], None, None)
     assert baseline == "sdpa" and len(seeds) == 3
-    gauge = {"gauge_seed", "gauge_l2", "gauge_l3", "kappa_0p0086", "kappa_0p00043"}
-    assert set(configs) == {"sdpa", "sdpa_matched"} | gauge
+    gauge = {"gauge_seed", "gauge_l2", "gauge_l3", "kappa_0p0086", "kappa_0p00043", "gauge_l9"}
+    controls = {"ctrl_none", "ctrl_uniform", "ctrl_self"}
+    assert set(configs) == {"sdpa", "sdpa_matched", "gauge_third", "sdpa_third"} | gauge | controls
     assert "attn_stats" in configs["gauge_seed"][0].train.callbacks
     counts = {}
     for name, cfgs in configs.items():
         mcfg = cfgs[0].model
         mcfg.vocab_size = 65
         counts[name] = GPT(mcfg).num_params()
-    assert len({counts[k] for k in gauge}) == 1  # the gauge variants are matched exactly
+    assert len({counts[k] for k in gauge}) == 1  # the width-19 gauge variants are matched exactly
     assert abs(counts["sdpa_matched"] / counts["gauge_seed"] - 1) < 0.01  # the narrow sdpa baseline within 1%
-    plan(raw, claims_gauge.QUICK_SETS, None, 2)  # the quick settings are valid too
+    assert 0.30 < counts["gauge_third"] / counts["sdpa"] < 0.36  # "about a third of the parameters"
+    plan(raw, seed001.QUICK_SETS, None, 2)  # the quick settings are valid too
 
 
-def test_claim_rules_and_registration():
-    from geoformer.experiments import claims as L
-    from geoformer.experiments import claims_gauge as CG
+def test_claim_rows_are_registered_and_read_head_records():
+    from geoformer.claims import all_rows, seed001
 
-    ids = {
-        "001-low-spin-heads-uniform",
-        "001-kappa-table",
-        "001-higher-spin-sharper",
-        "001-higher-spin-lower-loss",
-    }
-    assert ids <= set(L.all_claims())
-    assert CG.combine(["reproduced", "reproduced"]) == "reproduced"
-    assert CG.combine(["reproduced", "inconclusive"]) == "inconclusive"
-    assert CG.combine(["reproduced", "not reproduced"]) == "inconclusive"
-    assert CG.combine(["not reproduced", "inconclusive"]) == "not reproduced"
-    rec = {"row_std/L0.0.l0": 0.02, "row_std/L1.4.l2": 0.08, "row_std/l0": 0.02, "val_loss": 2.0}
-    assert sorted(CG.head_row_stds(rec)) == [("l0", 0.02), ("l2", 0.08)]
-    assert CG.head_row_stds(None) == []
-
+    ids = {"001-low-spin-heads-uniform", "001-kappa-table", "001-lower-kappa-same-kl-spread", "001-higher-spin-sharper",
+           "001-higher-spin-lower-loss", "001-single-high-irrep-uniform", "001-parameter-efficiency"}  # fmt: skip
+    assert ids <= set(all_rows())
+    rec = {"row_std/L0.0.l0": 0.02, "row_std/L1.4.l2": 0.08, "row_std/l0": 0.02, "self_weight/L0.0.l0": 0.5, "val_loss": 2.0}
+    assert sorted(seed001.head_row_stds(rec)) == [("l0", 0.02), ("l2", 0.08)]
+    assert seed001.head_row_stds(rec, "self_weight") == [("l0", 0.5)]
+    assert seed001.head_row_stds(None) == []
+    run = {"metrics": [{"grad_norm_max": 3.0}, {"grad_norm_max": 7.0, **rec}]}
+    assert seed001.max_grad_norm(run) == 7.0 and seed001.uniform_fraction(run) == 1.0
 
 def test_autocast_keeps_the_kernel_in_float32():
     m = build(T=16, dtype=torch.float32)

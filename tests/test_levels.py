@@ -253,3 +253,26 @@ def test_eval_mode_restores_the_flag_also_on_error():
     with eval_mode(m):
         pass
     assert not m.training
+
+
+def test_composite_ratio_is_one_for_random_maps_zero_for_exact_and_cannot_be_gamed():
+    from geoformer.diagnostics.exactness import complex_defect, composite_ratio
+
+    g = torch.Generator().manual_seed(0)
+    d0, d1 = torch.randn(64, 48, generator=g, dtype=torch.float64), torch.randn(32, 64, generator=g, dtype=torch.float64)
+    r = composite_ratio(d0, d1)
+    assert 0.8 < r < 1.2  # independent maps: E||d1 d0||^2 = ||d1||^2 ||d0||^2 / n
+    assert composite_ratio(d0, 3.0 * d1) == pytest.approx(r) and composite_ratio(0.5 * d0, d1) == pytest.approx(r)
+    # an exact pair: d1 kills the image of d0 (d0 maps into the first 24 coordinates, d1 reads only the rest)
+    e0 = torch.zeros(64, 48, dtype=torch.float64)
+    e0[:24] = torch.randn(24, 48, generator=g, dtype=torch.float64)
+    e1 = torch.zeros(32, 64, dtype=torch.float64)
+    e1[:, 24:] = torch.randn(32, 40, generator=g, dtype=torch.float64)
+    assert composite_ratio(e0, e1) == 0.0
+    # inflating one direction of d1 that is not in ker(...) games the spectral-norm defect, not the ratio
+    u, s, vh = torch.linalg.svd(d1, full_matrices=False)
+    s2 = s.clone()
+    s2[0] *= 1000
+    gamed = u @ torch.diag(s2) @ vh
+    assert complex_defect(d0, gamed) < 0.3 * complex_defect(d0, d1)  # the defect falls 4x: gamed
+    assert composite_ratio(d0, gamed) > 0.8  # the ratio still says "as related as random maps"

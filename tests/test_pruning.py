@@ -157,58 +157,58 @@ def test_errors():
 
 
 def test_studies_on_trained_runs(corpus, tmp_path, monkeypatch):
-    """The ledger's pruning / precision / exactness analyses run end to end on tiny trained runs."""
+    """The ledger's pruning / precision / exactness / circuit-size analyses run end to end on tiny trained runs."""
     from geoformer import config as C
-    from geoformer.experiments import claims_levels as CL
+    from geoformer.circuits import studies as S
+    from geoformer.claims.seed002 import composite_ratios
     from geoformer.train.trainer import Trainer
     from tests.conftest import tiny_config
 
-    monkeypatch.setattr(CL, "EVAL_BATCHES", 2)
-    monkeypatch.setattr(CL, "CALIB_BATCH", 4)
-
-    res = {"variants": {}}
+    monkeypatch.setattr(S, "EVAL_BATCHES", 2)
+    monkeypatch.setattr(S, "CALIB_BATCH", 4)
     for variant, sets in [
         ("gpt", []),
         ("levels", [("model.arch", "levels"), ("model.levels.exactness", 1.0)]),
     ]:
-        runs = []
         for seed in (0, 1):
             cfg = C.build_config(
                 tiny_config(corpus, max_iters=4, eval_interval=4).to_dict(),
                 [("model.n_layer", 3), ("seed", seed), *sets],
             )
             Trainer(cfg, tmp_path / "runs" / variant / f"seed{seed}", quiet=True).fit()
-            runs.append({"seed": seed, "summary": {"final_val_loss": 1.0}})
-        res["variants"][variant] = {"runs": runs}
-    pr = CL.precision_study(res, tmp_path)
+    pr = S.precision_study(tmp_path, [0, 1])
     assert len(pr["per_seed"]) == 2 and pr["group_sizes"]["attn"] == pr["group_sizes"]["ffn_fc"]
     assert all(abs(r["attn+ffn@int8"]) < 0.05 for r in pr["per_seed"])
-    st = CL.pruning_study(res, tmp_path, sparsities=[0.0, 0.5])
+    st = S.pruning_study(tmp_path, [0, 1], sparsities=[0.0, 0.5])
     for unit, by in st["curves"].items():
         for score, runs in by.items():
             assert len(runs) == 2 and runs[0][0] == pytest.approx(st["base"][0], abs=1e-6), (unit, score)
-    CL.plot_pruning(st, tmp_path / "p.png")
+    S.plot_pruning(st, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
-    exa = CL.exactness_of_levels(res, tmp_path)
-    assert len(exa["levels"]) == 2 and 0.0 <= exa["levels"][0]["E"] <= 1.0
+    ratios = composite_ratios(str(tmp_path), "levels", [0, 1])
+    assert len(ratios) == 2 and all(0.0 <= r < 10 for r in ratios)
 
-    from geoformer.experiments.claims import VERDICTS, ClaimContext
 
-    res["variants"]["mixed"] = res["variants"]["gpt"]
-    for alias in ("levels_free", "levels_exact"):
-        res["variants"][alias] = res["variants"]["levels"]
-        (tmp_path / "runs" / alias).symlink_to(tmp_path / "runs" / "levels")
-    monkeypatch.setattr(CL, "shared_comparison", lambda ctx, preset=CL.PRESET: (res, tmp_path))
-    monkeypatch.setattr(CL, "SPARSITIES", [0.5])
-    ctx = ClaimContext(out=tmp_path / "ledger", quick=True, quiet=True)
-    ctx.out.mkdir()
-    for check in (
-        CL.level_structure_helps,
-        CL.exactness_penalty_helps,
-        CL.exact_sequence_helps,
-        CL.attention_needs_precision,
-        CL.pruning_ablation_vs_magnitude,
-    ):
-        v = check(ctx)
-        assert v.verdict in VERDICTS and "95% CI" in v.measured, v.measured
-    assert (ctx.out / "pruning_curves.png").is_file() and (ctx.out / "levels.json").is_file()
+def test_minimal_breaking_set_finds_the_one_weight_that_matters():
+    """A model whose answers all hang on one weight (w scales a stored answer table; three other weights do
+    nothing): the search returns k = 1 of 4 elements, and zeroing it breaks the suite."""
+    from geoformer.circuits import studies as S
+    from geoformer.circuits.canaries import IGNORE, make_suite, score, vocab_size
+
+    suite = make_suite("copy", "test", 64, seed=0)
+    V = vocab_size()
+
+    class Table(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(5.0))
+            self.idle = torch.nn.Parameter(torch.zeros(3))
+            self.register_buffer("answers", F.one_hot(suite.targets.clamp_min(0), V).float())
+
+        def forward(self, x, y=None):
+            return self.w * self.answers[: x.size(0)] + self.idle.sum(), None
+
+    m = Table()
+    assert score(m, suite) == 1.0 and (suite.targets != IGNORE).any()
+    res = S.minimal_breaking_set(m, suite)
+    assert res["k"] == 1 and res["total"] == 4 and res["fraction"] == 0.25 and res["acc_at_k"] <= 0.5

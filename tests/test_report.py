@@ -82,19 +82,19 @@ def results():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_t_table():
-    assert stats.t_quantile_975(1) == pytest.approx(12.706, abs=1e-3)
-    assert stats.t_quantile_975(2) == pytest.approx(4.303, abs=1e-3)
-    assert stats.t_quantile_975(10) == pytest.approx(2.228, abs=1e-3)
-    assert stats.t_quantile_975(30) == pytest.approx(2.042, abs=1e-3)
-    assert stats.t_quantile_975(31) == 1.96
-    assert stats.t_quantile_975(1000) == 1.96
-    assert math.isnan(stats.t_quantile_975(0))
-    assert math.isnan(stats.t_quantile_975(0.5))
-    # non-integer df (Welch) interpolates between neighbours
-    assert 4.303 > stats.t_quantile_975(2.5) > 3.182
-    # monotone decreasing
-    vals = [stats.t_quantile_975(d) for d in range(1, 31)]
+def test_t_quantiles_are_exact_for_every_df():
+    # reference values of Student's t (two-sided 95%: 0.975 quantile), to 4 decimals
+    for df, ref in ((1, 12.7062), (2, 4.3027), (10, 2.2281), (30, 2.0423), (31, 2.0395), (60, 2.0003)):
+        assert stats.t_quantile_975(df) == pytest.approx(ref, abs=1e-4), df
+    # large df tends to the normal 1.95996, never jumps to it
+    assert 1.96 < stats.t_quantile_975(1000) < 1.9624
+    # non-integer df (Welch): exact, not a linear interpolation (the old table gave 8.50 at df 1.5)
+    assert stats.t_quantile_975(1.5) == pytest.approx(6.0167, abs=1e-3)
+    assert math.isnan(stats.t_quantile_975(0)) and math.isnan(stats.t_quantile_975(-1))
+    # other levels: the 99% value at df 4, and a Bonferroni level over three looks (1 - 0.05/3)
+    assert stats.t_quantile(4, 0.99) == pytest.approx(4.6041, abs=1e-4)
+    assert stats.t_quantile(2, 1 - 0.05 / 3) == pytest.approx(7.6488, abs=1e-3)
+    vals = [stats.t_quantile_975(d) for d in (0.5, 1, 1.5, 2, 5, 30, 100)]
     assert all(a > b for a, b in zip(vals, vals[1:], strict=False))
 
 
@@ -109,7 +109,7 @@ def test_mean_std():
 def test_paired_diff_ci_hand_computed():
     # diffs [1, 2, 3]: mean 2, sd 1, half-width t(2) * 1 / sqrt(3)
     ci = stats.paired_diff_ci([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])
-    half = 4.303 * 1.0 / math.sqrt(3)
+    half = 4.302653 * 1.0 / math.sqrt(3)
     assert ci["n"] == 3
     assert ci["mean"] == pytest.approx(2.0)
     assert ci["lo"] == pytest.approx(2.0 - half, abs=1e-3)
@@ -121,20 +121,23 @@ def test_paired_diff_ci_small_n_and_nan():
     assert one["mean"] == 2.0 and one["n"] == 1 and math.isnan(one["lo"]) and math.isnan(one["hi"])
     # a NaN pair (diverged seed) is dropped
     ci = stats.paired_diff_ci([1.0, float("nan"), 3.0], [0.0, 0.0, 0.0])
-    assert ci["n"] == 2 and ci["mean"] == pytest.approx(2.0)
+    assert ci["n"] == 2 and ci["mean"] == pytest.approx(2.0) and ci["nonfinite"] == 1
     with pytest.raises(ValueError):
         stats.paired_diff_ci([1.0], [1.0, 2.0])
 
 
 def test_welch_ci():
+    from scipy import stats as sps
+
     a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0]
     w = stats.welch_ci(a, b)
-    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 3
-    df = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 2)
+    # reference: scipy's Welch t-test and its own confidence interval
+    ref = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
     assert w["mean"] == pytest.approx(2.5 - 4.0)
-    assert w["df"] == pytest.approx(df)
-    half = stats.t_quantile_975(df) * math.sqrt(va + vb)
-    assert w["lo"] == pytest.approx(-1.5 - half) and w["hi"] == pytest.approx(-1.5 + half)
+    assert w["lo"] == pytest.approx(ref.low, abs=1e-10) and w["hi"] == pytest.approx(ref.high, abs=1e-10)
+    ref99 = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.99)
+    w99 = stats.welch_ci(a, b, level=0.99)
+    assert w99["lo"] == pytest.approx(ref99.low, abs=1e-10) and w99["hi"] == pytest.approx(ref99.high, abs=1e-10)
     assert math.isnan(stats.welch_ci([1.0], [1.0, 2.0])["lo"])
 
 

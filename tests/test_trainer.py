@@ -89,11 +89,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, tmp_path):
 
 def test_out_dir_refuses_existing_run(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("keep me\n")
-    with pytest.raises(GeoformerError, match="already holds a run"):
+    # killed before its first checkpoint: the message names what works (--force), not --resume
+    with pytest.raises(GeoformerError, match="stopped before its first checkpoint.*use --force"):
         prepare_out_dir(tmp_path, resume=False, force=False)
     assert (tmp_path / "metrics.jsonl").read_text() == "keep me\n"
-    with pytest.raises(GeoformerError, match="nothing to resume"):
+    with pytest.raises(GeoformerError, match="nothing to resume.*start it again with --force"):
         prepare_out_dir(tmp_path, resume=True, force=False)
+    (tmp_path / "ckpt.pt").write_bytes(b"x")
+    with pytest.raises(GeoformerError, match="already holds a run.*use --resume"):
+        prepare_out_dir(tmp_path, resume=False, force=False)
     prepare_out_dir(tmp_path, resume=False, force=True)
     assert not (tmp_path / "metrics.jsonl").exists()
 
@@ -129,3 +133,13 @@ def test_checkpoint_write_is_atomic(tmp_path):
         checkpoint.atomic_write_bytes(path, boom)
     assert checkpoint.load(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_float64_model_returns_float64_loss(corpus):
+    from geoformer.models import GPT
+
+    cfg = tiny_config(corpus)
+    m = GPT(cfg.model.__class__(**{**cfg.model.__dict__, "vocab_size": 11})).double()
+    x = torch.randint(0, 11, (2, 8))
+    assert m(x, x)[1].dtype == torch.float64
+    assert m.float()(x, x)[1].dtype == torch.float32

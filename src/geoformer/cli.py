@@ -57,18 +57,26 @@ def cmd_train(args) -> int:
         saved = out / "config.json"
         if not saved.is_file():
             raise GeoformerError(f"nothing to resume: {saved} does not exist")
-        cfg = C.RunConfig.from_dict(C.load_json(saved))
-        for k, v in C.parse_sets(args.set):
+        d = C.load_json(saved)  # a hand-edited config.json goes through the same checks as --set
+        if not isinstance(d, dict):
+            raise GeoformerError(f"{saved} is not a run configuration")
+        for k, _ in C.parse_sets(args.set):
             if not k.startswith("train."):
                 raise GeoformerError(f"--resume only accepts train.* overrides, got {k}")
-            d = cfg.to_dict()
-            C.apply_override(d, k, v)
-            cfg = C.build_config(d)
+        cfg = C.build_config(d, C.parse_sets(args.set))
     else:
         cfg, _ = _config_from_args(args)
-    prepare_out_dir(out, resume=args.resume, force=args.force)
-    trainer = Trainer(cfg, out, resume=args.resume, quiet=args.quiet)
-    summary = trainer.fit(until=args.until)
+    import contextlib
+
+    from geoformer.train import distributed
+    from geoformer.train.run_lock import run_lock
+
+    # under torchrun rank 0 holds the folder's lock (every rank writes through it)
+    lock = run_lock(out, "train") if distributed.info_from_env().is_main else contextlib.nullcontext()
+    with lock:
+        prepare_out_dir(out, resume=args.resume, force=args.force)
+        trainer = Trainer(cfg, out, resume=args.resume, quiet=args.quiet)
+        summary = trainer.fit(until=args.until)
     if trainer.is_main:
         print(
             f"done: step {summary['step']}, val loss {summary['final_val_loss']:.4f} "
@@ -129,17 +137,29 @@ def cmd_bench(args) -> int:
 
 
 def cmd_claims(args) -> int:
-    from geoformer.experiments.claims import run_claims
+    from geoformer.claims import ledger
 
+    if args.stale is not None:
+        if args.only or args.quick or args.force or args.merge:
+            raise GeoformerError("--stale only reads a ledger: it takes no --only, --quick, --force or --merge")
+        rows = ledger.stale_rows(Path(args.stale))
+        for rid, why in rows:
+            print(f"{rid}: {why}")
+        print(f"{len(rows)} stale rows" if rows else "no stale rows: every row was measured at the current code")
+        return 1 if rows else 0
+    if args.out is None:
+        raise GeoformerError("--out DIR is required (or --stale DIR to check a ledger)")
     if args.merge:
-        from geoformer.experiments.claims import merge_ledgers
-
         if args.only or args.quick or args.force:
             raise GeoformerError("--merge copies measured rows: it takes no --only, --quick or --force")
-        merge_ledgers(Path(args.out), [Path(d) for d in args.merge])
+        ledger.merge_ledgers(Path(args.out), [Path(d) for d in args.merge])
         return 0
-    only = [c for c in args.only.split(",") if c] if args.only else None
-    run_claims(out=Path(args.out), quick=args.quick, only=only, force=args.force, quiet=args.quiet)
+    only = args.only.split(",") if args.only is not None else None
+    if args.max_seeds is not None and args.max_seeds < 2:
+        raise GeoformerError("--max-seeds must be >= 2 (an interval needs two seeds)")
+    ledger.run_ledger(
+        out=Path(args.out), quick=args.quick, only=only, force=args.force, quiet=args.quiet, max_seeds=args.max_seeds
+    )
     return 0
 
 
@@ -314,12 +334,22 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--quiet", action="store_true")
     ci.set_defaults(func=cmd_circuits)
 
-    cl = sub.add_parser("claims", help="run the claims ledger; writes CLAIMS.md and claims.json")
-    cl.add_argument("--quick", action="store_true", help="smaller, faster versions of each check")
-    cl.add_argument("--only", help="comma-separated claim ids")
-    cl.add_argument("--out", required=True)
-    cl.add_argument("--force", action="store_true")
+    cl = sub.add_parser(
+        "claims", help="run the claims ledger; writes CLAIMS.md, CLAIMS.html, claims.json and forest.png"
+    )
+    cl.add_argument("--quick", action="store_true", help="smaller, faster versions of each check (not evidence)")
+    cl.add_argument("--only", help="comma-separated claim ids (updates those rows of an existing ledger)")
+    cl.add_argument("--out", help="the ledger folder")
+    cl.add_argument("--force", action="store_true", help="overwrite a ledger already in --out")
     cl.add_argument("--quiet", action="store_true")
+    cl.add_argument(
+        "--max-seeds", type=int, default=None, help="cap the sequential looks (default 10: looks at 3, 5, 10 seeds)"
+    )
+    cl.add_argument(
+        "--stale",
+        metavar="DIR",
+        help="list the rows of the ledger in DIR whose code changed since they were measured (exit 1 if any)",
+    )
     cl.add_argument(
         "--merge",
         action="append",
@@ -340,6 +370,10 @@ def main(argv: list[str] | None = None) -> None:
         code = args.func(args)
     except GeoformerError as e:
         print(f"geoformer: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        code = 2
+    except OSError as e:  # a full disk, a read-only folder, ...: the atomic writes left the last good files intact
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"geoformer: error: {e.strerror or e}{where}; files already written are intact", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print(

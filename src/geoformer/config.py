@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -42,7 +43,7 @@ class TrainConfig:
     min_lr: float = 1e-4
     warmup_iters: int = 100
     schedule: str = "warmup_cosine"
-    optimizer: str = "adamw"  # adamw | schedulefree (Schedule-Free AdamW; use with schedule = "constant")
+    optimizer: str = "adamw"  # adamw | sgd (momentum beta1) | schedulefree (Schedule-Free AdamW; schedule = "constant")
     homotopy: dict[str, Any] = field(default_factory=dict)  # HomotopyOptions for schedule = "homotopy"
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -52,10 +53,12 @@ class TrainConfig:
     eval_iters: int = 20
     eval_batch_size: int = 0  # 0 = same as batch_size
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | float32 | bfloat16
+    dtype: str = "auto"  # autocast: auto (bf16 autocast on CUDA, fp32 elsewhere) | float32 | bfloat16
+    param_dtype: str = "float32"  # weights and optimizer state: float32 | bfloat16 (pure bf16) | float64
     compile: bool = False
-    deterministic: bool = True
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    deterministic: bool = True  # torch.use_deterministic_algorithms (warn_only): deterministic CUDA kernels
+    threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
+    dist_timeout_s: float = 600.0  # torchrun: a collective waiting longer than this for a frozen peer fails
     callbacks: list[str] = field(default_factory=list)  # registered callback names, e.g. ["attn_stats"]
 
 
@@ -236,8 +239,8 @@ def validate(cfg: RunConfig) -> None:
     unknown = [c for c in t.callbacks if c not in callback_names()]
     if unknown:
         raise GeoformerError(f"unknown callback {unknown[0]!r}; known callbacks: {', '.join(callback_names())}")
-    if t.optimizer not in ("adamw", "schedulefree"):
-        raise GeoformerError(f"unknown optimizer {t.optimizer!r}; known optimizers: adamw, schedulefree")
+    if t.optimizer not in ("adamw", "sgd", "schedulefree"):
+        raise GeoformerError(f"unknown optimizer {t.optimizer!r}; known optimizers: adamw, schedulefree, sgd")
     if t.optimizer == "schedulefree" and t.schedule != "constant":
         raise GeoformerError("train.optimizer=schedulefree brings its own schedule; set train.schedule=constant")
     from geoformer.train.homotopy import HomotopyOptions
@@ -255,10 +258,26 @@ def validate(cfg: RunConfig) -> None:
         (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
         (t.max_iters >= 1, "train.max_iters must be >= 1"),
         (t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and train.grad_accum must be >= 1"),
-        (t.lr > 0 and t.min_lr >= 0, "train.lr must be > 0 and train.min_lr >= 0"),
+        (
+            math.isfinite(t.lr) and t.lr > 0 and math.isfinite(t.min_lr) and t.min_lr >= 0,
+            "train.lr must be a finite number > 0 and train.min_lr a finite number >= 0",
+        ),
+        (0.0 <= t.beta1 < 1.0, f"train.beta1 must be in [0, 1), got {t.beta1}"),
+        (0.0 <= t.beta2 < 1.0, f"train.beta2 must be in [0, 1), got {t.beta2}"),
+        (math.isfinite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay must be a finite number >= 0"),
+        (math.isfinite(t.grad_clip) and t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}"),
+        (t.warmup_iters >= 0, f"train.warmup_iters must be >= 0, got {t.warmup_iters}"),
+        (t.threads >= 0, f"train.threads must be >= 1 (or 0 for torch's default), got {t.threads}"),
+        (t.eval_batch_size >= 0, f"train.eval_batch_size must be >= 1 (or 0 = batch_size), got {t.eval_batch_size}"),
+        (math.isfinite(t.dist_timeout_s) and t.dist_timeout_s > 0, "train.dist_timeout_s must be a positive number"),
+        (math.isfinite(m.init_std) and m.init_std > 0, f"model.init_std must be a positive number, got {m.init_std}"),
         (t.eval_interval >= 1 and t.eval_iters >= 1, "train.eval_interval and train.eval_iters must be >= 1"),
         (0.0 < d.val_fraction < 1.0, "data.val_fraction must be in (0, 1)"),
         (t.dtype in ("auto", "float32", "bfloat16"), "train.dtype must be auto, float32 or bfloat16"),
+        (
+            t.param_dtype in ("float32", "bfloat16", "float64"),
+            "train.param_dtype must be float32, bfloat16 or float64",
+        ),
     ]
     for ok, msg in checks:
         if not ok:

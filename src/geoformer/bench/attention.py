@@ -112,7 +112,8 @@ def parse_attn_sets(items: Iterable[str] | None) -> dict[str, dict[str, Any]]:
 
 def resolve_kinds(settings: AttentionBenchSettings) -> list[str]:
     """The kinds to measure: the requested ones (default all), with ``sdpa`` always first."""
-    kinds = list(settings.kinds) or attention.names()
+    # the control kinds (no selection: none / uniform / self_only) only when named
+    kinds = list(settings.kinds) or [k for k in attention.names() if not getattr(attention.get(k), "control", False)]
     for k in kinds:
         attention.get(k)
     extra = sorted(set(settings.options) - set(kinds))

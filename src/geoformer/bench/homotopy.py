@@ -24,13 +24,26 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "homotopy default": {"schedule": "homotopy", "homotopy": {}},
     "homotopy interval 10, 1 probe": {
         "schedule": "homotopy",
-        "homotopy": {"interval": 10, "power_iters": 1, "hutchinson_probes": 1},
+        "homotopy": {"interval": 10, "eigen": "power", "power_iters": 1, "hutchinson_probes": 1},
     },
     "homotopy interval 10, seed estimator (20 power its, 10 probes)": {
         "schedule": "homotopy",
-        "homotopy": {"interval": 10, "power_iters": 20, "power_tol": 1e-6, "hutchinson_probes": 10},
+        "homotopy": {"interval": 10, "eigen": "power", "power_iters": 20, "power_tol": 1e-6, "hutchinson_probes": 10},
+    },
+    # the write-up's cheap proxy: the probe batch's gradient norm every step, no Hessian
+    "homotopy grad-norm proxy every step": {
+        "schedule": "homotopy",
+        "homotopy": {"interval": 1, "curvature": "grad_norm", "power_iters": 0, "hutchinson_probes": 0},
     },
 }
+
+
+def estimates_in_window(name: str, steps: int, warmup: int) -> int:
+    """Curvature estimates a setting makes in the timed steps warmup + 1 .. warmup + steps."""
+    if name == "constant":
+        return 0
+    interval = {"interval": HomotopyOptions().interval, **SETTINGS[name].get("homotopy", {})}["interval"]
+    return sum(1 for s in range(warmup + 1, warmup + steps + 1) if s % interval == 0)
 
 
 def _with(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
@@ -40,29 +53,26 @@ def _with(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 
 
 def run_homotopy_bench(
-    cfg: RunConfig, *, steps: int = 200, warmup: int = 20, repeats: int = 3, log=print
+    cfg: RunConfig, *, steps: int = 200, warmup: int = 20, repeats: int = 3, log=print, first_round: int = 0
 ) -> dict:
+    """Time every setting ``repeats`` times, interleaved; ``first_round`` continues the order alternation of an
+    earlier call (rounds ``first_round ..`` flip the order as if they had followed it)."""
     data = gdata.prepare_data(cfg.data)
     base = bench_config(cfg, steps, warmup, data.vocab_size)
     times: dict[str, list[float]] = {name: [] for name in SETTINGS}
     with BackgroundLoad() as load:
-        for r in range(repeats):
+        for r in range(first_round, first_round + repeats):
             order = list(SETTINGS) if r % 2 == 0 else list(reversed(SETTINGS))
             for name in order:
                 res = run_trainer_once(_with(base, SETTINGS[name]), data, steps, warmup)
                 times[name].append(steps * tokens_per_step(base) / res["tokens_per_s"])
-                log(f"round {r + 1}/{repeats}: {name}: {times[name][-1]:.2f} s")
+                log(f"round {r + 1}/{first_round + repeats}: {name}: {times[name][-1]:.2f} s")
     t_const = statistics.median(times["constant"])
     step_s = t_const / steps
     rows = []
     for name, ts in times.items():
         med = statistics.median(ts)
-        h = {**{"interval": HomotopyOptions().interval}, **SETTINGS[name].get("homotopy", {})}
-        n_est = (
-            sum(1 for s in range(warmup + 1, warmup + steps + 1) if s % h["interval"] == 0)
-            if name != "constant"
-            else 0
-        )
+        n_est = estimates_in_window(name, steps, warmup)
         rows.append(
             {
                 "setting": name,

@@ -237,7 +237,7 @@ def make_suites(
 def answer_logprob(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """(N,) summed log-probability of each example's answer tokens."""
     mask = targets != IGNORE
-    lp = torch.log_softmax(logits.float(), dim=-1)
+    lp = torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=-1)  # float64 stays
     picked = lp.gather(-1, targets.clamp_min(0)[..., None])[..., 0]
     return (picked * mask).sum(-1)
 
@@ -250,8 +250,9 @@ def exact_match(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def answer_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over answer tokens only."""
+    flat = logits.reshape(-1, logits.size(-1))
     return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE
+        flat if flat.dtype == torch.float64 else flat.float(), targets.reshape(-1), ignore_index=IGNORE
     )
 
 

@@ -182,6 +182,8 @@ def _save(path: Path, obj: Any) -> None:
 
 
 def _prepare_out(out: Path, force: bool, marker: str) -> None:
+    if out.exists() and not out.is_dir():
+        raise GeoformerError(f"--out {out} exists and is not a folder")
     if (out / marker).exists() and not force:
         raise GeoformerError(f"{out} already holds {marker}; pass --force to overwrite")
     out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +203,32 @@ def train_all(
     left after phase 1 is continued with phase 2.
     """
     path = out / "ckpt.pt" if out is not None else None
-    blob = torch.load(path, weights_only=False) if path is not None and path.exists() else None
+    if out is not None:
+        from geoformer.train.run_lock import run_lock
+
+        with run_lock(out, "circuits model"):
+            return _train_all(cfg, seed, out, path, quiet)
+    return _train_all(cfg, seed, out, path, quiet)
+
+
+def _load_blob(path: Path | None, quiet: bool) -> dict | None:
+    """A cached checkpoint (tensors and plain containers only), or None; a damaged one is trained again."""
+    if path is None or not path.exists():
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, foreign or unsafe file: retrain, say so
+        if not quiet:
+            print(f"{path}: unreadable ({type(e).__name__}); training again", flush=True)
+        return None
+
+
+def _train_all(cfg: CircuitsConfig, seed: int, out: Path | None, path: Path | None, quiet: bool) -> tuple[GPT, dict]:
+    blob = _load_blob(path, quiet)
+    if blob is not None and _jsonable(blob.get("cfg")) != _jsonable(asdict(cfg)):
+        if not quiet:
+            print(f"{path}: trained with another configuration; training again", flush=True)
+        blob = None
     if blob is not None:
         known = {f.name for f in fields(CircuitsConfig)}
         model = build_model(CircuitsConfig(**{k: v for k, v in blob["cfg"].items() if k in known}), seed)
@@ -242,8 +269,10 @@ def train_all(
     }
     if path is not None:
         out.mkdir(parents=True, exist_ok=True)
-        blob = {"cfg": asdict(cfg), "model": model.state_dict(), "result": result, "done": True}
-        torch.save(blob, path)
+        blob = {"cfg": _jsonable(asdict(cfg)), "model": model.state_dict(), "result": result, "done": True}
+        tmp = path.with_suffix(".pt.tmp")  # atomic: a killed write never leaves a truncated checkpoint
+        torch.save(blob, tmp)
+        tmp.replace(path)
         _save(out / "train.json", result)
     return model, result
 
@@ -579,8 +608,17 @@ def phase_b(
 
 
 def train_a(cfg: CircuitsConfig, seed: int, cache: Path | None, quiet: bool) -> GPT:
+    """The model trained on suites A (cached in ``cache/model_a.pt`` with the config it was trained with; a cache
+    made with another configuration is trained again)."""
+    cfg_file = cache / "model_a.json" if cache is not None else None
     if cache is not None and (cache / "model_a.pt").exists():
-        blob = torch.load(cache / "model_a.pt", weights_only=False)
+        saved = json.loads(cfg_file.read_text()) if cfg_file.is_file() else None
+        if saved != _jsonable(asdict(cfg)):
+            if not quiet:
+                print(f"{cache / 'model_a.pt'}: trained with another configuration; training again", flush=True)
+            (cache / "model_a.pt").unlink()
+    blob = _load_blob(cache / "model_a.pt", quiet) if cache is not None else None
+    if blob is not None:
         model = build_model(cfg, seed)
         model.load_state_dict(blob)
         model.eval()
@@ -591,7 +629,10 @@ def train_a(cfg: CircuitsConfig, seed: int, cache: Path | None, quiet: bool) -> 
                  log_suites=check, until=cfg.until, warmup=cfg.warmup, desc=f"A seed {seed}", quiet=quiet)  # fmt: skip
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), cache / "model_a.pt")
+        tmp = cache / "model_a.pt.tmp"
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(cache / "model_a.pt")
+        _save(cfg_file, _jsonable(asdict(cfg)))
     return model
 
 
@@ -613,15 +654,34 @@ def run_continual(
     _prepare_out(out, force or resume, "continual.json")
     path = out / "continual.json"
     rows: list[dict] = []
+    saved = None
     if path.exists() and resume and not force:
-        rows = json.loads(path.read_text())["rows"]
+        try:
+            saved = json.loads(path.read_text())
+            if not isinstance(saved, dict) or not isinstance(saved.get("rows"), list):
+                raise ValueError("no rows")
+        except (OSError, ValueError) as e:
+            if not quiet:
+                print(f"{path}: unreadable ({type(e).__name__}); its rows are measured again", flush=True)
+            path.unlink()
+            saved = None
+    if saved is not None:
+        if _jsonable(saved.get("config")) == _jsonable(asdict(cfg)):
+            rows = saved["rows"]
+        else:  # rows measured with other settings are not reused
+            if not quiet:
+                print(f"{path}: made with another configuration; its rows are measured again", flush=True)
+            path.unlink()
     done = {(r["seed"], r["method"], r["lr_b"]) for r in rows}
     seed_list = list(seed_ids) if seed_ids is not None else list(range(seeds))
     jobs = [(s, m, cfg.lr_b * k) for s in seed_list for k in lr_mults for m in methods]
     for s, m, lr in tqdm(jobs, desc="continual", disable=quiet, dynamic_ncols=True):
         if (s, m, lr) in done:
             continue
-        model_a = train_a(cfg, s, out / f"seed{s}", quiet)
+        from geoformer.train.run_lock import run_lock
+
+        with run_lock(out / f"seed{s}", "circuits continual seed"):  # one writer of the cached A model
+            model_a = train_a(cfg, s, out / f"seed{s}", quiet)
         r = phase_b(model_a, m, cfg, s, lr_b=lr, quiet=quiet)
         row = asdict(r) | {"a_before": r.a_before, "a_after": r.a_after, "b_after": r.b_after,
                            "forgetting": r.a_before - r.a_after}  # fmt: skip

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ from geoformer.errors import GeoformerError
 if TYPE_CHECKING:  # only for annotations: the data layer need not import the model code that config pulls in
     from geoformer.config import DataConfig
 
-FORMAT_VERSION = 1  # bump when the cached files change meaning, so old caches are not read
+FORMAT_VERSION = 2  # bump when the cached files change meaning, so old caches are not read
 
 
 @dataclass
@@ -82,6 +83,10 @@ def _open(folder: Path, cfg: DataConfig, fingerprint: str) -> TokenData | None:
             return None
         train = _memmap(folder / "train.bin", dtype, int(meta["n_train"]))
         val = _memmap(folder / "val.bin", dtype, int(meta["n_val"]))
+        # right size is not enough: the contents must be the tokens that were written (ids in the vocabulary)
+        crc = meta["crc32"]
+        if zlib.crc32(np.asarray(train).tobytes()) != crc["train"] or zlib.crc32(np.asarray(val).tobytes()) != crc["val"]:
+            return None
     except (OSError, ValueError, KeyError, TypeError, GeoformerError):
         return None
     return TokenData(train=train, val=val, tokenizer=tok, vocab_size=tok.vocab_size, dir=folder)
@@ -113,6 +118,7 @@ def _build(cfg: DataConfig, text: str, fingerprint: str, folder: Path) -> None:
         "bpe_vocab_size": cfg.bpe_vocab_size if tok.kind == "bpe" else None,
         "val_fraction": cfg.val_fraction,
         "fingerprint": fingerprint,
+        "crc32": {"train": zlib.crc32(train.tobytes()), "val": zlib.crc32(val.tobytes())},
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
 

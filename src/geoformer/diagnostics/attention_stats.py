@@ -6,6 +6,9 @@ For a causal attention row beta_i over its n_i = i + 1 allowed keys:
   i >= 1 and the batch. 0 for a uniform row; sqrt(n - 1) / n for a one-hot row (0.12 at n = 64),
   so the seed's "sharp above 0.10" threshold is near the one-hot ceiling at the block sizes used here.
 - ``entropy``: H(beta_i) / log(n_i), averaged the same way; 1 for uniform, 0 for one-hot.
+- ``self_weight``: beta_ii, the weight a query puts on its own position, averaged the same way; 1 / n_i
+  (mean 0.07 at T = 64) for uniform rows, 1 for a head that only attends to itself (a kind whose logits
+  are maximal on the diagonal, like -KL, collapses to this as its temperature falls).
 
 Attention kinds expose ``attention_weights(x) -> (B, H, T, T)`` and ``head_labels()``; the
 ``attn_stats`` callback probes a fixed validation batch at every evaluation and logs
@@ -37,6 +40,11 @@ def row_stats(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return std[..., rows].mean(dim=(0, 2)), ent[..., rows].mean(dim=(0, 2))
 
 
+def self_weight(weights: torch.Tensor) -> torch.Tensor:
+    """Mean diagonal weight beta_ii over rows i >= 1 and the batch, per head: (B, H, T, T) -> (H,)."""
+    return weights.diagonal(dim1=-2, dim2=-1)[..., 1:].mean(dim=(0, 2))
+
+
 @torch.no_grad()
 def attention_stats(model, x: torch.Tensor) -> dict[str, float]:
     """Run ``model`` on token ids ``x`` and return row_std / entropy per layer-head and per head label."""
@@ -58,10 +66,13 @@ def attention_stats(model, x: torch.Tensor) -> dict[str, float]:
         attn = blk.attn
         if not hasattr(attn, "attention_weights"):
             continue
-        std, ent = row_stats(attn.attention_weights(captured[i]).float())
+        w = attn.attention_weights(captured[i]).float()
+        std, ent = row_stats(w)
+        diag = self_weight(w)
         for h, label in enumerate(attn.head_labels()):
             out[f"row_std/L{i}.{h}.{label}"] = std[h].item()
             out[f"entropy/L{i}.{h}.{label}"] = ent[h].item()
+            out[f"self_weight/L{i}.{h}.{label}"] = diag[h].item()
             by_label[label.split("#")[0]].append(std[h].item())
             by_label_ent[label.split("#")[0]].append(ent[h].item())
     for label, vals in by_label.items():

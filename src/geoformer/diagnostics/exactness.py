@@ -4,6 +4,10 @@ Pure functions on matrices (``d_k`` as an (dim C_{k+1}, dim C_k) tensor, the ``n
 layout). Ranks are numerical: singular values above ``rtol * sigma_max`` (plus a dtype floor) count.
 
 * ``complex_defect``: ||d_{k+1} d_k||_F / (||d_{k+1}||_2 ||d_k||_F), 0 iff d_{k+1} d_k = 0.
+* ``composite_ratio``: sqrt(n) ||d_{k+1} d_k||_F / (||d_{k+1}||_F ||d_k||_F), n = dim C_{k+1}: the composite
+  against what unrelated maps give (about 1 for independent random maps, 0 iff d_{k+1} d_k = 0). Unlike
+  ``complex_defect`` and the trained penalty it cannot be lowered by inflating one singular value of d_{k+1}:
+  only by aligning d_{k+1}'s rows with the kernel directions of im d_k.
 * ``cohomology_dims``: at each C_i, dim ker d_i - rank d_{i-1} (missing maps are zero maps). For a
   cochain complex this is the Betti number dim H^i; 0 everywhere means the sequence is exact. A
   negative value means im d_{i-1} is not inside ker d_i (not a complex at C_i).
@@ -60,6 +64,13 @@ def complex_defect(d0: torch.Tensor, d1: torch.Tensor) -> float:
     return float((d1 @ d0).norm()) / den if den > 0 else 0.0
 
 
+def composite_ratio(d0: torch.Tensor, d1: torch.Tensor) -> float:
+    """sqrt(n) ||d1 d0||_F / (||d1||_F ||d0||_F), n = d0's output dimension (see the module docstring)."""
+    d0, d1 = d0.detach().double(), d1.detach().double()
+    den = float(d1.norm()) * float(d0.norm())
+    return float((d1 @ d0).norm()) * d0.shape[0] ** 0.5 / den if den > 0 else 0.0
+
+
 def _maps_around(maps: list[torch.Tensor], i: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(d_{i-1}, d_i) at C_i, with zero maps from 0 / to 0 at the ends."""
     dims = [maps[0].shape[1]] + [m.shape[0] for m in maps]
@@ -104,6 +115,7 @@ def exactness_report(maps: list[torch.Tensor], rtol: float = 0.05) -> dict:
         "ranks": [numerical_rank(m, rtol) for m in maps],
         "cohomology_dims": cohomology_dims(maps, rtol),
         "complex_defect": [complex_defect(a, b) for a, b in zip(maps[:-1], maps[1:], strict=True)],
+        "composite_ratio": [composite_ratio(a, b) for a, b in zip(maps[:-1], maps[1:], strict=True)],
         "subspace_match": [subspace_match(maps[i - 1], maps[i], rtol) for i in interior],
         "rtol": rtol,
     }
@@ -137,6 +149,7 @@ __all__ = [
     "image_basis",
     "kernel_basis",
     "complex_defect",
+    "composite_ratio",
     "cohomology_dims",
     "subspace_match",
     "hodge_min_eig",

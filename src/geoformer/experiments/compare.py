@@ -106,6 +106,25 @@ def _read_run(run_dir: Path, cfg: C.RunConfig | None = None) -> dict[str, Any] |
     return {"summary": s, "metrics": metrics}
 
 
+def train_or_reuse(
+    cfg: C.RunConfig, run_dir: Path, *, resume: bool = True, quiet: bool = False, desc: str = "train"
+) -> dict[str, Any]:
+    """A completed run made with exactly ``cfg`` in ``run_dir`` (``resume``), else a fresh one trained there.
+    A diverged run returns NaN losses and the reason under ``summary["diverged"]``."""
+    run = _read_run(run_dir, cfg) if resume else None
+    if run is not None:
+        return run
+    prepare_out_dir(run_dir, resume=False, force=True)
+    try:
+        Trainer(cfg, run_dir, quiet=quiet, progress=not quiet, progress_desc=desc).fit()
+        return _read_run(run_dir)
+    except TrainingDiverged as e:
+        return {
+            "summary": {"final_val_loss": math.nan, "best_val_loss": math.nan, "diverged": str(e)},
+            "metrics": [],
+        }
+
+
 def run_compare(
     *,
     preset: str | None,
@@ -122,8 +141,6 @@ def run_compare(
     write: bool = True,
 ) -> dict[str, Any]:
     """Train each variant for each seed and write results.json + report; returns the results dict."""
-    from geoformer.experiments import report
-
     if preset is None and config is None:
         raise GeoformerError("give --preset NAME or --config FILE.toml")
     raw = C.load_raw(preset, config)
@@ -133,9 +150,20 @@ def run_compare(
     baseline, seed_list, configs, spec = plan(raw, parsed, variants, seeds)
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GeoformerError(f"--out {out} exists and is not a folder")
     existing = [f for f in COMPARE_FILES if (out / f).exists()]
     if existing and not (force or resume):
         raise GeoformerError(f"{out} already holds a comparison ({existing[0]}); use --resume or --force")
+    from geoformer.train.run_lock import run_lock
+
+    with run_lock(out, "comparison"):
+        return _run(out, preset, config, baseline, seed_list, configs, spec, resume, quiet, write)
+
+
+def _run(out, preset, config, baseline, seed_list, configs, spec, resume, quiet, write) -> dict[str, Any]:
+    from geoformer.experiments import report
+
     out.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, Any] = {
@@ -148,7 +176,8 @@ def run_compare(
         "command": "geoformer " + shlex.join(sys.argv[1:]) if sys.argv and "geoformer" in sys.argv[0] else "",
         "variants": {},
     }
-    jobs = [(name, cfg) for name, cfgs in configs.items() for cfg in cfgs]
+    # seed-major (every variant's first seed, then the second, ...) so load drift hits all variants alike
+    jobs = [(name, cfgs[i]) for i in range(len(seed_list)) for name, cfgs in configs.items()]
     from tqdm.auto import tqdm
 
     bar = tqdm(jobs, desc="compare", disable=quiet, dynamic_ncols=True)
@@ -157,18 +186,7 @@ def run_compare(
         run_dir = out / "runs" / name / f"seed{cfg.seed}"
         run = _read_run(run_dir, cfg) if resume else None
         if run is None:
-            prepare_out_dir(run_dir, resume=False, force=True)
-            try:
-                trainer = Trainer(
-                    cfg, run_dir, quiet=quiet, progress=not quiet, progress_desc=f"{name}/seed{cfg.seed}"
-                )
-                trainer.fit()
-                run = _read_run(run_dir)
-            except TrainingDiverged as e:
-                run = {
-                    "summary": {"final_val_loss": math.nan, "best_val_loss": math.nan, "diverged": str(e)},
-                    "metrics": [],
-                }
+            run = train_or_reuse(cfg, run_dir, resume=False, quiet=quiet, desc=f"{name}/seed{cfg.seed}")
             if quiet:
                 s = run["summary"]
                 print(f"{name} seed {cfg.seed}: val loss {s['final_val_loss']:.4f}", flush=True)

@@ -1,14 +1,17 @@
-"""Small-sample statistics for comparing training runs (pure numpy / stdlib, no scipy).
+"""Small-sample statistics for comparing training runs (numpy, and scipy for exact t quantiles).
 
 Everything here works on plain sequences of floats (one value per seed). Non-finite
 values (NaN / inf, e.g. from a diverged run) are dropped before computing, so callers
-can pass raw per-seed numbers; the returned ``n`` says how many values were used.
+can pass raw per-seed numbers; the returned ``n`` says how many values were used and
+``nonfinite`` how many were dropped (the claims ledger's rules in :mod:`geoformer.claims.rules`
+count them instead of dropping them).
 
 Conventions
 -----------
 * ``mean = sum(x) / n``
 * sample standard deviation ``s = sqrt(sum((x - mean)**2) / (n - 1))`` (``ddof=1``)
-* two-sided 95 % t-interval: ``mean ± t_{0.975, df} * se``
+* two-sided ``level`` t-interval (default 95 %): ``mean ± t_{(1 + level)/2, df} * se``, with the exact
+  Student-t quantile for every (also non-integer) ``df`` from ``scipy.stats.t.ppf``
 """
 
 from __future__ import annotations
@@ -17,16 +20,22 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats as _sps
 
-__all__ = ["mean_std", "t_quantile_975", "paired_diff_ci", "welch_ci", "pearson"]
+__all__ = ["mean_std", "t_quantile", "t_quantile_975", "paired_diff_ci", "welch_ci", "pearson"]
 
-# Two-sided 95 % critical values t_{0.975, df} of Student's t distribution, df = 1..30.
-_T975 = (
-    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
-)  # fmt: skip
-_Z975 = 1.96
+
+def t_quantile(df: float, level: float = 0.95) -> float:
+    """Critical value ``t_{(1 + level)/2, df}`` of a two-sided ``level`` interval, exact for any ``df > 0``
+    (non-integer ``df`` from Welch included); NaN for ``df <= 0`` or NaN."""
+    if df is None or not (df > 0) or not (0 < level < 1):
+        return math.nan
+    return float(_sps.t.ppf(0.5 + level / 2, df))
+
+
+def t_quantile_975(df: float) -> float:
+    """``t_quantile(df, 0.95)``: the two-sided 95 % critical value (12.706 at df 1, 1.960 as df -> inf)."""
+    return t_quantile(df, 0.95)
 
 
 def _finite(xs: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -49,57 +58,38 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
-def t_quantile_975(df: float) -> float:
-    """Critical value ``t_{0.975, df}`` for a two-sided 95 % interval.
-
-    Exact table values (4 decimals) for integer ``df`` in 1..30; a non-integer ``df``
-    (Welch) is interpolated linearly between the neighbouring integers; ``df > 30``
-    uses the normal value 1.96; ``df < 1`` (or NaN) gives NaN.
-    """
-    if df is None or math.isnan(df):
-        return math.nan
-    if df < 1:
-        return math.nan
-    if df > 30:
-        return _Z975
-    lo = int(math.floor(df))
-    frac = df - lo
-    if frac == 0.0 or lo == 30:
-        return _T975[lo - 1]
-    return _T975[lo - 1] + frac * (_T975[lo] - _T975[lo - 1])
-
-
-def paired_diff_ci(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    """Mean difference ``a - b`` paired by position, with a 95 % t-interval.
+def paired_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """Mean difference ``a - b`` paired by position, with a two-sided ``level`` t-interval.
 
     ``d_i = a_i - b_i`` for each position where both values are finite (position = seed),
     ``mean = mean(d)``, ``se = s_d / sqrt(n)`` with ``s_d`` the sample std (ddof=1) of ``d``,
-    ``[lo, hi] = mean ∓ t_{0.975, n-1} * se``. With ``n < 2`` the interval is ``(nan, nan)``
+    ``[lo, hi] = mean ∓ t_{(1+level)/2, n-1} * se``. With ``n < 2`` the interval is ``(nan, nan)``
     (``mean`` is still reported for ``n == 1``, NaN for ``n == 0``).
 
-    Returns ``{"mean", "lo", "hi", "n"}``.
+    Returns ``{"mean", "lo", "hi", "n", "nonfinite"}`` (``nonfinite``: pairs dropped for a NaN / inf).
     """
     if len(a) != len(b):
         raise ValueError(f"paired_diff_ci needs equal lengths, got {len(a)} and {len(b)}")
     aa = np.asarray([np.nan if x is None else x for x in a], dtype=float)
     bb = np.asarray([np.nan if x is None else x for x in b], dtype=float)
-    d = (aa - bb)[np.isfinite(aa) & np.isfinite(bb)]
-    n = int(d.size)
+    keep = np.isfinite(aa) & np.isfinite(bb)
+    d = (aa - bb)[keep]
+    n, dropped = int(d.size), int((~keep).sum())
     if n == 0:
-        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
+        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0, "nonfinite": dropped}
     mean = float(d.mean())
     if n < 2:
-        return {"mean": mean, "lo": math.nan, "hi": math.nan, "n": n}
-    half = t_quantile_975(n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n}
+        return {"mean": mean, "lo": math.nan, "hi": math.nan, "n": n, "nonfinite": dropped}
+    half = t_quantile(n - 1, level) * float(d.std(ddof=1)) / math.sqrt(n)
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n, "nonfinite": dropped}
 
 
-def welch_ci(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    """Difference of means ``mean(a) - mean(b)`` for unpaired samples, Welch 95 % interval.
+def welch_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """Difference of means ``mean(a) - mean(b)`` for unpaired samples, Welch ``level`` interval (default 95 %).
 
     ``se = sqrt(s_a**2 / n_a + s_b**2 / n_b)`` (sample variances, ddof=1);
     Welch–Satterthwaite ``df = se**4 / ((s_a**2/n_a)**2/(n_a-1) + (s_b**2/n_b)**2/(n_b-1))``;
-    ``[lo, hi] = diff ∓ t_{0.975, df} * se``. If both variances are zero the interval
+    ``[lo, hi] = diff ∓ t_{(1+level)/2, df} * se`` (exact quantile at the non-integer ``df``). If both variances are zero the interval
     collapses to the point (``df = n_a + n_b - 2``). Needs ``n_a, n_b >= 2`` for an
     interval, otherwise ``lo = hi = nan``.
 
@@ -119,7 +109,7 @@ def welch_ci(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
         df = float(na + nb - 2)
     else:
         df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
-    half = t_quantile_975(df) * se
+    half = t_quantile(df, level) * se
     out.update(lo=out["mean"] - half, hi=out["mean"] + half, df=df)
     return out
 

@@ -155,20 +155,35 @@ def exp_map(phi: torch.Tensor, l: int) -> torch.Tensor:
 
 
 def log_map(R: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``exp_map(., 1)`` on 3x3 rotations: ``phi = theta / (2 sin theta) * vee(R - R^T)``.
+    """Inverse of ``exp_map(., 1)`` on 3x3 rotations, accurate up to and at theta = pi. (..., 3, 3) -> (..., 3).
 
-    ``theta = arccos((tr R - 1) / 2)`` in [0, pi). Valid for rotation angles below pi (the principal
-    branch); near theta = 0 the factor uses its series ``1/2 + theta^2/12``. (..., 3, 3) -> (..., 3).
+    With ``w = vee(R - R^T) = 2 sin(theta) n`` and ``cos(theta) = (tr R - 1) / 2``, ``theta = atan2(|w| / 2, cos)``
+    (well conditioned at every angle, unlike ``arccos``). Below pi/2: ``phi = theta / (2 sin theta) w``, with the
+    series ``1/2 + theta^2/12`` near 0. From pi/2 on ``w`` carries ever less of the axis (it vanishes at pi, so
+    dividing by ``sin theta`` would amplify rounding by ``1 / (pi - theta)``); the axis is then read off the
+    symmetric part, ``(R + R^T)/2 - cos(theta) I = (1 - cos theta) n n^T`` (its largest column, sign taken from
+    ``w``), whose conditioning is ``1 / (1 - cos theta) <= 1``. At exactly pi the sign of n is arbitrary, as is
+    the logarithm's (theta n and -theta n are the same rotation).
     """
-    cos = ((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)
-    theta = torch.arccos(cos)
+    cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
     w = torch.stack(
         (R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]), -1
     )
+    theta = torch.atan2(w.norm(dim=-1) / 2, cos)
+    # below pi/2: the skew part
     small = theta < 1e-4
-    safe = torch.where(small, torch.ones_like(theta), theta)
+    safe = torch.where(small | (theta > 1.5), torch.ones_like(theta), theta)
     factor = torch.where(small, 0.5 + theta**2 / 12, safe / (2 * torch.sin(safe)))
-    return factor[..., None] * w
+    phi_low = factor[..., None] * w
+    # from pi/2: the symmetric part
+    eye = torch.eye(3, dtype=R.dtype, device=R.device)
+    B = (R + R.transpose(-1, -2)) / 2 - cos[..., None, None] * eye
+    k = B.diagonal(dim1=-2, dim2=-1).argmax(-1)
+    col = torch.take_along_dim(B, k[..., None, None].expand(*B.shape[:-1], 1), dim=-1)[..., 0]  # B[..., :, k]
+    n = col / col.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(R.dtype).tiny)
+    sign = torch.where((n * w).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(R.dtype)
+    phi_high = theta[..., None] * sign * n
+    return torch.where((theta > 1.5)[..., None], phi_high, phi_low)
 
 
 def compose(phi1: torch.Tensor, phi2: torch.Tensor) -> torch.Tensor:

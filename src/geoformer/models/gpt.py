@@ -150,7 +150,10 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+            flat = logits.view(-1, logits.size(-1))
+            if flat.dtype in (torch.float16, torch.bfloat16):  # the loss in float32; float64 stays float64
+                flat = flat.float()
+            loss = F.cross_entropy(flat, targets.reshape(-1))
         return logits, loss
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:

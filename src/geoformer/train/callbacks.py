@@ -73,4 +73,4 @@ def _import_callback_modules() -> None:
 
 
 # modules that register callbacks (append yours)
-CALLBACK_MODULES: list[str] = ["geoformer.diagnostics.attention_stats"]
+CALLBACK_MODULES: list[str] = ["geoformer.diagnostics.attention_stats", "geoformer.diagnostics.sharpness"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,19 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete temporary files a killed :func:`atomic_write_bytes` left in ``folder`` (``.<name>.<random>.tmp``);
+    call only while holding the folder's lock (no other writer can be mid-write)."""
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
@@ -55,8 +69,16 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     if not path.is_file():
         raise GeoformerError(f"no checkpoint at {path}")
     try:
-        # weights_only=False: the checkpoint holds RNG states and plain dicts we wrote ourselves
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only=True: tensors, numbers, strings and plain containers only; a pickled callable in a file
+        # someone hands over is refused instead of run
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):  # garbage bytes, not a disallowed object
+            raise GeoformerError(f"cannot read checkpoint {path}: corrupt or not a torch file (UnpicklingError)") from None
+        raise GeoformerError(
+            f"refusing to load {path}: it holds Python objects other than tensors and plain containers, which could "
+            "run code (geoformer never writes such checkpoints)"
+        ) from None
     except Exception as e:  # torch raises many types for truncated / foreign files
         raise GeoformerError(
             f"cannot read checkpoint {path}: corrupt or not a torch file ({type(e).__name__})"

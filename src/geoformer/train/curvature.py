@@ -12,8 +12,10 @@ probe batch), and the scalar estimates are averaged across ranks so all ranks ag
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -93,8 +95,17 @@ def hutchinson_trace(
     probes: int = 10,
     generator: torch.Generator | None = None,
 ) -> float:
-    """tr(H) ≈ mean over Rademacher z of z^T H z (unbiased; variance 2 Σ_{i≠j} H_ij^2 per probe)."""
-    total = 0.0
+    """tr(H) ≈ mean over Rademacher z of z^T H z (unbiased; variance 2 Σ_{i≠j} H_ij^2 per probe).
+
+    See :func:`hutchinson_samples` for the per-probe values (their spread gives the standard error)."""
+    return sum(hutchinson_samples(grads, params, probes=probes, generator=generator)) / probes
+
+
+def hutchinson_samples(
+    grads: Sequence[torch.Tensor], params: Params, *, probes: int = 10, generator: torch.Generator | None = None
+) -> list[float]:
+    """``z^T H z`` for ``probes`` Rademacher vectors z (each an unbiased estimate of tr(H))."""
+    out = []
     for _ in range(probes):
         z = [
             (torch.randint(0, 2, p.shape, generator=generator, dtype=torch.int8) * 2 - 1).to(
@@ -102,17 +113,78 @@ def hutchinson_trace(
             )
             for p in params
         ]
-        total += _dot(z, hvp(grads, params, z)).item()
-    return total / probes
+        out.append(_dot(z, hvp(grads, params, z)).item())
+    return out
+
+
+def lanczos_top_eigenvalue(
+    grads: Sequence[torch.Tensor],
+    params: Params,
+    *,
+    which: str = "LA",
+    tol: float = 1e-3,
+    max_matvecs: int = 300,
+    seed: int = 0,
+    v0: Sequence[torch.Tensor] | None = None,
+    ncv: int = 20,
+    return_vector: bool = False,
+) -> dict[str, Any]:
+    """The Hessian's top eigenvalue by implicitly restarted Lanczos (ARPACK, ``scipy.sparse.linalg.eigsh``)
+    on Hessian-vector products: ``which="LA"`` the largest (algebraic) eigenvalue, ``"LM"`` the largest in
+    magnitude. Converges in far fewer HVPs than power iteration when the top of the spectrum is clustered.
+
+    Returns ``{"lambda", "residual", "matvecs"}`` with ``residual = ||H v - lambda v|| / |lambda|`` checked by one
+    extra HVP (ARPACK's own tolerance is relative to the eigenvalue, ``tol``); when ARPACK does not converge
+    within ``max_matvecs`` HVPs its best Ritz pair is returned with ``converged = False`` and its residual (NaN
+    only if it has none). ``v0`` warm-starts from an earlier eigenvector; ``return_vector`` adds ``"vector"``.
+    """
+    import numpy as np
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    sizes = [p.numel() for p in params]
+    shapes = [p.shape for p in params]
+    n = sum(sizes)
+    calls = [0]
+
+    def split(x: np.ndarray) -> list[torch.Tensor]:
+        flat = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+        return [c.view(s).to(p.device, p.dtype) for c, s, p in zip(flat.split(sizes), shapes, params, strict=True)]
+
+    def matvec(x: np.ndarray) -> np.ndarray:
+        calls[0] += 1
+        hv = hvp(grads, params, split(x.ravel()))
+        return torch.cat([h.detach().reshape(-1).double().cpu() for h in hv]).numpy()
+
+    op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+    if v0 is not None:
+        start = torch.cat([t.detach().reshape(-1).double().cpu() for t in v0]).numpy()
+    else:
+        start = np.random.default_rng(seed).standard_normal(n)
+    converged = True
+    try:
+        vals, vecs = eigsh(op, k=1, which=which, tol=tol, v0=start, maxiter=max(1, max_matvecs // ncv), ncv=min(n, ncv))
+    except ArpackNoConvergence as e:
+        converged = False
+        if len(e.eigenvalues) == 0:
+            return {"lambda": math.nan, "residual": math.nan, "matvecs": float(calls[0]), "converged": False}
+        vals, vecs = e.eigenvalues, e.eigenvectors
+    lam, v = float(vals[0]), vecs[:, 0]
+    resid = float(np.linalg.norm(matvec(v) - lam * v) / max(abs(lam), 1e-30))
+    out: dict[str, Any] = {"lambda": lam, "residual": resid, "matvecs": float(calls[0]), "converged": converged}
+    if return_vector:
+        out["vector"] = split(v / max(np.linalg.norm(v), 1e-30))
+    return out
 
 
 @dataclass
 class CurvatureEstimate:
     loss: float
     grad_norm: float
-    lambda_max: float  # Rayleigh quotient of the power-iteration vector (signed)
+    lambda_max: float  # the top eigenvalue estimate (largest algebraic by default; see CurvatureProbe.which)
     trace: float | None  # Hutchinson estimate; None when probes == 0
-    power_iters: int
+    power_iters: int  # HVPs spent on the eigenvalue
+    residual: float = math.nan  # ||H v - lambda v|| / |lambda| of the returned eigenpair
+    trace_se: float = math.nan  # standard error of the Hutchinson estimate (NaN with fewer than 2 probes)
 
     def kappa(self, eps: float = 1e-10) -> float:
         """The seed's curvature: ||H|| / ||g||^2 (0 when ||g|| < eps, as in its C++ core)."""
@@ -126,16 +198,24 @@ class CurvatureEstimate:
             "lambda_max": self.lambda_max,
             "kappa": self.kappa(),
         }
+        if math.isfinite(self.residual):
+            d["lambda_residual"] = self.residual
         if self.trace is not None:
             d["trace"] = self.trace
+            if math.isfinite(self.trace_se):
+                d["trace_se"] = self.trace_se
         return d
 
 
 class CurvatureProbe:
     """Estimate curvature of ``loss_fn()`` with respect to ``params`` (all of the model's by default).
 
-    ``loss_fn`` evaluates the loss on a dedicated probe batch. The power-iteration vector is kept
-    between calls (warm start) and in :meth:`state_dict`, so a resumed run probes identically.
+    ``loss_fn`` evaluates the loss on a dedicated probe batch. The top eigenvalue comes from ``method="lanczos"``
+    (ARPACK on HVPs, to relative tolerance ``tol``, at most ``power_iters`` HVPs; ``which="LA"``: the largest
+    eigenvalue, as PyHessian reports it, or ``"LM"``: the largest in magnitude) or ``method="power"`` (power
+    iteration, ``power_iters`` iterations, the largest in magnitude; the write-up's estimator). Either way the
+    eigenvector is kept between calls (warm start) and in :meth:`state_dict`, so the next estimate starts close
+    and a resumed run probes identically. ``power_iters = 0`` skips the eigenvalue.
     """
 
     def __init__(
@@ -147,24 +227,48 @@ class CurvatureProbe:
         tol: float = 1e-6,
         hutchinson_probes: int = 10,
         seed: int = 0,
+        method: str = "power",
+        which: str = "LA",
+        ncv: int = 8,
     ) -> None:
+        if method not in ("power", "lanczos") or which not in ("LA", "LM"):
+            raise ValueError(f"method must be power or lanczos and which LA or LM, got {method!r}, {which!r}")
         self.loss_fn = loss_fn
         self.params = [p for p in params if p.requires_grad]
         self.power_iters, self.tol, self.probes = power_iters, tol, hutchinson_probes
+        self.method, self.which, self.ncv = method, which, ncv
         self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
         self.v: list[torch.Tensor] | None = None
 
+    def _eigen(self, grads) -> tuple[float, int, float]:
+        if self.method == "power":
+            lam, self.v, iters = power_iteration(
+                grads, self.params, max_iters=self.power_iters, tol=self.tol, v0=self.v, generator=self.generator
+            )
+            hv = hvp(grads, self.params, self.v)  # the residual costs one more HVP
+            r = _norm([h - lam * x for h, x in zip(hv, self.v, strict=True)]).item() / max(abs(lam), 1e-30)
+            return lam, iters + 1, r
+        res = lanczos_top_eigenvalue(grads, self.params, which=self.which, tol=self.tol, max_matvecs=self.power_iters,
+                                     seed=self.seed, v0=self.v, ncv=self.ncv, return_vector=True)  # fmt: skip
+        if "vector" in res:
+            self.v = res["vector"]
+        return res["lambda"], int(res["matvecs"]), res["residual"]
+
     def estimate(self) -> CurvatureEstimate:
-        loss, grads = loss_and_grad(self.loss_fn, self.params)
+        if self.power_iters == 0 and not self.probes:  # gradient norm only: no graph for HVPs
+            loss = self.loss_fn()
+            grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+            grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params, strict=True)]
+        else:
+            loss, grads = loss_and_grad(self.loss_fn, self.params)
         gnorm = _norm([g.detach() for g in grads]).item()
-        lam, self.v, iters = power_iteration(
-            grads, self.params, max_iters=self.power_iters, tol=self.tol, v0=self.v, generator=self.generator
-        )
-        tr = (
-            hutchinson_trace(grads, self.params, probes=self.probes, generator=self.generator)
-            if self.probes
-            else None
-        )
+        lam, iters, resid = 0.0, 0, math.nan
+        if self.power_iters > 0:
+            lam, iters, resid = self._eigen(grads)
+        samples = hutchinson_samples(grads, self.params, probes=self.probes, generator=self.generator) if self.probes else []
+        tr = sum(samples) / len(samples) if samples else None
+        se = (statistics.stdev(samples) / math.sqrt(len(samples))) if len(samples) > 1 else math.nan
         vals = torch.tensor([loss.item(), gnorm, lam, tr if tr is not None else 0.0], dtype=torch.float64)
         vals = distributed.all_reduce_mean(vals)  # identical probe batch on every rank: agree exactly
         return CurvatureEstimate(
@@ -173,6 +277,8 @@ class CurvatureProbe:
             lambda_max=vals[2].item(),
             trace=vals[3].item() if tr is not None else None,
             power_iters=iters,
+            residual=resid,
+            trace_se=se,
         )
 
     def state_dict(self) -> dict:

@@ -33,9 +33,15 @@ def info_from_env() -> DistInfo:
     )
 
 
-def init(info: DistInfo, device: torch.device) -> None:
+def init(info: DistInfo, device: torch.device, timeout_s: float = 600.0) -> None:
+    """Join the process group; a collective that waits more than ``timeout_s`` for a peer fails (torch's default
+    is 30 minutes, so one frozen rank would hold the others that long)."""
     if info.enabled and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        from datetime import timedelta
+
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s)
+        )
 
 
 def shutdown() -> None:

@@ -10,7 +10,8 @@ so lr never exceeds base_lr: it only drops while curvature sits above its target
 toward base_lr as curvature falls (the seed's "automatic warmup" can only mean that).
 
 c is the seed's kappa = ||H|| / ||g||^2 (``curvature="kappa"``), plain sharpness |lambda_max|
-(``"sharpness"``) or the Hutchinson trace (``"trace"``). c_target: ``target_mode="calibrate"``
+(``"sharpness"``), the Hutchinson trace (``"trace"``) or the seed's cheap proxy, the probe batch's gradient
+norm ||g|| with no Hessian at all (``"grad_norm"``; set ``power_iters = 0`` and ``hutchinson_probes = 0``). c_target: ``target_mode="calibrate"``
 (default) takes the median of the first ``calibration`` estimates and then holds it fixed (lr stays
 at base_lr until then); ``"percentile"`` reproduces the seed: the ``percentile``-th percentile of the
 last <= 1000 estimates, updated at every estimate. ``kappa_target`` > 0 fixes it by hand.
@@ -35,13 +36,15 @@ class HomotopyOptions:
     interval: int = 200  # steps between estimates (overhead <= 5% on shakespeare_char: see docs)
     alpha: float = 1.0
     ema: float = 0.9
-    curvature: str = "kappa"  # kappa | sharpness | trace
+    curvature: str = "kappa"  # kappa | sharpness | trace | grad_norm
     kappa_target: float = 0.0  # > 0: fixed target; 0: from target_mode
     target_mode: str = "calibrate"  # calibrate | percentile
     calibration: int = 3  # estimates whose median becomes the target (calibrate mode)
     percentile: float = 75.0  # percentile mode
-    power_iters: int = 3  # warm-started between estimates, so the iteration continues across them
-    power_tol: float = 1e-3
+    eigen: str = "lanczos"  # lanczos (ARPACK on HVPs) | power (the write-up's power iteration)
+    which: str = "LA"  # LA: the largest eigenvalue (PyHessian's lambda_max) | LM: the largest in magnitude
+    power_iters: int = 30  # HVP budget per estimate (lanczos) or iterations (power); warm-started between estimates
+    power_tol: float = 2e-2  # relative tolerance of the eigenvalue
     hutchinson_probes: int = 1  # 0 disables the trace estimate
     probe_batch: int = 4  # sequences in the dedicated probe batch
     per_group: bool = False
@@ -54,17 +57,21 @@ class HomotopyOptions:
             (self.alpha >= 0, "alpha must be >= 0"),
             (0 <= self.ema < 1, "ema must be in [0, 1)"),
             (
-                self.curvature in ("kappa", "sharpness", "trace"),
-                "curvature must be kappa, sharpness or trace",
+                self.curvature in ("kappa", "sharpness", "trace", "grad_norm"),
+                "curvature must be kappa, sharpness, trace or grad_norm",
             ),
             (self.target_mode in ("calibrate", "percentile"), "target_mode must be calibrate or percentile"),
+            (self.eigen in ("lanczos", "power") and self.which in ("LA", "LM"), "eigen must be lanczos or power, which LA or LM"),
+            (self.eigen != "lanczos" or self.power_iters == 0 or self.power_iters > 8,
+             "lanczos needs power_iters > 8 (its Krylov space has 8 vectors), or 0 to skip the eigenvalue"),
             (
                 self.calibration >= 1 and 0 < self.percentile <= 100,
                 "calibration >= 1 and percentile in (0, 100]",
             ),
             (
-                self.power_iters >= 1 and self.hutchinson_probes >= 0,
-                "power_iters >= 1, hutchinson_probes >= 0",
+                (self.power_iters >= 1 or self.curvature in ("grad_norm", "trace")) and self.power_iters >= 0
+                and self.hutchinson_probes >= 0,
+                "power_iters >= 1 (0 only with curvature grad_norm or trace), hutchinson_probes >= 0",
             ),
             (
                 self.curvature != "trace" or self.hutchinson_probes > 0,
@@ -114,6 +121,8 @@ class HomotopyLR(LRScheduler):
                 power_iters=o.power_iters,
                 tol=o.power_tol,
                 hutchinson_probes=o.hutchinson_probes,
+                method=o.eigen,
+                which=o.which,
                 seed=i,
             )
             for i, ps in enumerate(param_sets)
@@ -133,6 +142,8 @@ class HomotopyLR(LRScheduler):
             return est.kappa()
         if c == "sharpness":
             return abs(est.lambda_max)
+        if c == "grad_norm":
+            return est.grad_norm
         return est.trace if est.trace is not None else 0.0
 
     def _factor(self, i: int) -> float:

@@ -35,12 +35,20 @@ from geoformer.train.callbacks import Callback, build_callbacks
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "ckpt.pt")
 
 
+PARAM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+# train settings a resume may change: they decide how long and how often, not what the optimizer does
+RESUMABLE = frozenset({"max_iters", "eval_interval", "threads", "device", "compile", "dist_timeout_s"})
+
+
 def build_optimizer(groups, t, device: torch.device) -> torch.optim.Optimizer:
-    """``train.optimizer``: AdamW (default) or Schedule-Free AdamW (the PyPI package ``schedulefree``)."""
+    """``train.optimizer``: AdamW (default), SGD with momentum ``beta1`` (the plainest optimizer: its stability
+    depends on lr x curvature, the homotopy lr's stress case), or Schedule-Free AdamW (PyPI ``schedulefree``)."""
     if t.optimizer == "adamw":
         return torch.optim.AdamW(
             groups, lr=t.lr, betas=(t.beta1, t.beta2), **({"fused": True} if device.type == "cuda" else {})
         )
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.beta1)
     import schedulefree
 
     opt = schedulefree.AdamWScheduleFree(
@@ -78,9 +86,15 @@ def prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
     existing = [f for f in RUN_FILES if (out / f).exists()]
     if resume:
         if not (out / "ckpt.pt").exists():
-            raise GeoformerError(f"nothing to resume: {out / 'ckpt.pt'} does not exist")
+            hint = "; it stopped before its first checkpoint: start it again with --force" if existing else ""
+            raise GeoformerError(f"nothing to resume: {out / 'ckpt.pt'} does not exist{hint}")
         return
     if existing and not force:
+        if not (out / "ckpt.pt").exists():
+            raise GeoformerError(
+                f"{out} holds a run that stopped before its first checkpoint ({', '.join(existing)}); use --force to "
+                "start it again"
+            )
         raise GeoformerError(
             f"{out} already holds a run ({', '.join(existing)}); use --resume to continue it or --force to overwrite"
         )
@@ -123,9 +137,12 @@ class Trainer:
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
-        distributed.init(self.dist, self.device)
+        distributed.init(self.dist, self.device, t.dist_timeout_s)
         if t.threads > 0:
             torch.set_num_threads(t.threads)
+        # deterministic kernels where torch has them (CPU kernels already are; on CUDA this picks the deterministic
+        # variants and warns where an op has none); False lets torch choose the fastest
+        torch.use_deterministic_algorithms(t.deterministic, warn_only=True)
 
         self.data = data if data is not None else gdata.prepare_data(cfg.data)
         gdata.check_block_size(self.data, cfg.model.block_size)
@@ -142,7 +159,8 @@ class Trainer:
         self.eval_batch = t.eval_batch_size or t.batch_size
 
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model).to(self.device)
+        # initialised in float32 (same init for every param_dtype), then stored in param_dtype
+        self.model = build_model(cfg.model).to(self.device, dtype=PARAM_DTYPES[t.param_dtype])
         self.raw_model = self.model
         self.optimizer = build_optimizer(self.model.param_groups(t.weight_decay), t, self.device)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed)
@@ -158,6 +176,7 @@ class Trainer:
             self.data.val, t.eval_iters, self.eval_batch, cfg.model.block_size, seed=cfg.seed + 1
         )
         self.step = 0
+        self._grad_norms: list[float] = []  # pre-clip norms since the last evaluation
         self.best_val = math.inf
         self.wall_offset = 0.0
         self.history: list[dict[str, Any]] = []
@@ -236,7 +255,9 @@ class Trainer:
 
     def _load(self, path: Path) -> None:
         state = checkpoint.load(path, map_location=self.device)
-        saved = state.get("config", {})
+        saved = state.get("config")
+        if not isinstance(saved, dict) or not isinstance(state.get("step"), int):
+            raise GeoformerError(f"checkpoint {path} is incomplete: it has no config or no step")
         mine = self.cfg.to_dict()
         for sec in ("model", "data"):
             if saved.get(sec) != mine[sec]:
@@ -244,6 +265,19 @@ class Trainer:
                 raise GeoformerError(
                     f"checkpoint {path} is incompatible: {sec}.{diff[0] if diff else '?'} differs"
                 )
+        changed = sorted(
+            f"{k}" for k in mine["train"] if k not in RESUMABLE and saved.get("train", {}).get(k) != mine["train"][k]
+        ) + (["seed"] if saved.get("seed") != mine["seed"] else [])
+        if changed:
+            raise GeoformerError(
+                f"--resume cannot change {', '.join(('train.' + k) if k != 'seed' else k for k in changed)}: the "
+                "optimizer, schedule and data order come back from the checkpoint; start a new run (--force or "
+                "another --out) to train with other settings"
+            )
+        if int(state["step"]) > self.cfg.train.max_iters:
+            raise GeoformerError(
+                f"the run in {path.parent} is already at step {state['step']}: train.max_iters must be at least that"
+            )
         try:
             self.raw_model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -300,8 +334,12 @@ class Trainer:
                 f"; the last good checkpoint in {self.out_dir} is intact" if self.out_dir is not None else ""
             )
             raise TrainingDiverged(f"loss became {value} at step {self.step}{where}")
+        # the pre-clip gradient norm of every step, summarised at each evaluation (grad_norm, grad_norm_max)
         if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        self._grad_norms.append(float(norm))
         for cb in self.callbacks:
             cb.on_before_optimizer_step(self, self.step)
         self.optimizer.step()
@@ -321,6 +359,11 @@ class Trainer:
             if swap:
                 self.optimizer.train()
 
+    def _grad_norm_stats(self) -> dict[str, float]:
+        """Mean and max pre-clip gradient norm over the steps since the last evaluation (none at step 0)."""
+        g, self._grad_norms = self._grad_norms, []
+        return {"grad_norm": statistics.fmean(g), "grad_norm_max": max(g)} if g else {}
+
     def _eval_and_log(self, train_losses: list[float], tokens_per_s: float) -> None:
         val = self.evaluate()
         self.best_val = min(self.best_val, val)
@@ -333,6 +376,7 @@ class Trainer:
             "train_loss": statistics.fmean(train_losses) if train_losses else val,
             "val_loss": val,
             "lr": self.optimizer.param_groups[0]["lr"],
+            **self._grad_norm_stats(),
             "tokens_per_s": tokens_per_s,
             "wall_s": self.wall_offset + time.perf_counter() - self._t0,
         }
@@ -425,7 +469,7 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, RunConfig, d
     state = checkpoint.load(Path(path), map_location=device)
     try:
         cfg = RunConfig.from_dict(state["config"])
-        model = build_model(cfg.model)
+        model = build_model(cfg.model).to(dtype=PARAM_DTYPES.get(cfg.train.param_dtype, torch.float32))
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, TypeError, GeoformerError) as e:
         raise GeoformerError(
