@@ -35,6 +35,18 @@ def test_continual_all_methods_tiny(tmp_path):
     assert "| 0.01 | naive |" in table and "| 0.001 | canary |" in table and "overhead" in table
 
 
+def test_continual_resume_does_not_reuse_rows_of_other_settings(tmp_path, capsys):
+    CL.run_continual(tmp_path, seeds=1, methods=("naive",), quiet=True, sets=TINY)
+    first = json.loads((tmp_path / "continual.json").read_text())["rows"]
+    other = {**TINY, "steps_b": TINY.get("steps_b", 10) + 1}
+    res = CL.run_continual(tmp_path, seeds=1, methods=("naive",), quiet=False, sets=other, resume=True)
+    assert "made with another configuration" in capsys.readouterr().out
+    assert len(res["rows"]) == 1 and res["rows"][0]["train_b_s"] != first[0]["train_b_s"]
+    (tmp_path / "continual.json").write_text("{garbled")
+    res = CL.run_continual(tmp_path, seeds=1, methods=("naive",), quiet=False, sets=other, resume=True)
+    assert "unreadable" in capsys.readouterr().out and len(res["rows"]) == 1
+
+
 def test_attribute_tiny(tmp_path, monkeypatch):
     monkeypatch.setattr(CL, "quick_config", lambda: CL.CircuitsConfig(**TINY))
     runs = CL.run_attribute(tmp_path, seeds=1, quick=True, quiet=True)
@@ -51,6 +63,10 @@ def test_attribute_tiny(tmp_path, monkeypatch):
         (["circuits", "continual", "--out", "X", "--methods", "naive,bogus"], "unknown method 'bogus'"),
         (["circuits", "continual", "--out", "X", "--lr-mults", "1,ten"], "--lr-mults"),
         (["circuits", "train", "--out", "X", "--seeds", "0"], "--seeds"),
+        (["circuits", "continual", "--out", "X", "--lr-mults", "inf"], "--lr-mults must be positive numbers"),
+        (["circuits", "continual", "--out", "X", "--lr-mults", "nan"], "--lr-mults must be positive numbers"),
+        (["circuits", "attribute", "--out", "X", "--models", "X/none"], "is not a folder of trained models"),
+        (["circuits", "train", "--out", "X", "--seed-ids", "-1"], "--seed-ids must be non-negative"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, argv, msg):

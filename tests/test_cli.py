@@ -70,6 +70,17 @@ def test_resume_from_folder_alone_extends_run(trained, capsys):
         (["--set", "train.nope=1"], "unknown key config.train.nope"),
         (["--set", "train.max_iters=lots"], "train.max_iters must be int"),
         (["--set", "model.block_size=100000"], "larger than"),
+        (["--set", "train.beta1=1.5"], "train.beta1 must be in [0, 1)"),
+        (["--set", "train.beta2=-0.5"], "train.beta2 must be in [0, 1)"),
+        (["--set", "model.init_std=nan"], "model.init_std must be a positive number"),
+        (["--set", "model.init_std=-1"], "model.init_std must be a positive number"),
+        (["--set", "train.eval_batch_size=-1"], "train.eval_batch_size must be >= 1"),
+        (["--set", "train.grad_clip=nan"], "train.grad_clip must be >= 0"),
+        (["--set", "train.grad_clip=-1"], "train.grad_clip must be >= 0"),
+        (["--set", "train.warmup_iters=-5"], "train.warmup_iters must be >= 0"),
+        (["--set", "train.threads=-1"], "train.threads must be >= 1"),
+        (["--set", "train.lr=inf"], "train.lr must be a finite number"),
+        (["--set", "train.param_dtype=float16"], "train.param_dtype must be"),
     ],
 )
 def test_bad_config_input(tmp_path, tiny_toml, capsys, extra, match):
@@ -149,3 +160,56 @@ def test_console_entry_prints_no_traceback(tmp_path):
     )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "Traceback" not in r.stderr
+
+
+def test_resume_refuses_keys_that_cannot_change_and_a_smaller_max_iters(trained, capsys):
+    """The optimizer and schedule come back from the checkpoint: a new lr would silently train with another lr
+    (measured before this check: 1e-6 requested, 0.30-0.40 applied). config.json keeps describing what ran."""
+    before = snapshot(trained)
+    for sets, msg in (
+        (["--set", "train.lr=1e-6"], "--resume cannot change train.lr"),
+        (["--set", "train.beta1=0.5", "--set", "train.weight_decay=0"], "train.beta1, train.weight_decay"),
+        (["--set", "train.max_iters=3"], "already at step"),
+    ):
+        code, _, err = run_cli(["train", "--out", str(trained), "--resume", *sets], capsys)
+        assert_one_line_error(code, err, msg)
+    assert snapshot(trained) == before
+
+
+def test_resume_validates_a_hand_edited_config(trained, capsys):
+    cfg = json.loads((trained / "config.json").read_text())
+    cfg["train"]["beta2"] = 7.0
+    (trained / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run_cli(["train", "--out", str(trained), "--resume"], capsys)
+    assert_one_line_error(code, err, "train.beta2 must be in [0, 1)")
+
+
+def test_checkpoint_carrying_a_pickled_callable_is_refused_and_runs_nothing(trained, tmp_path, capsys):
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    state = torch.load(trained / "ckpt.pt", weights_only=True)
+    state["evil"] = Evil()
+    torch.save(state, trained / "ckpt.pt")
+    code, _, err = run_cli(["sample", "--ckpt", str(trained), "--tokens", "5"], capsys)
+    assert_one_line_error(code, err, "refusing to load")
+    code, _, err = run_cli(["train", "--out", str(trained), "--resume"], capsys)
+    assert_one_line_error(code, err, "refusing to load")
+    assert not marker.exists()
+
+
+def test_compare_and_arc_out_that_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    code, _, err = run_cli(["compare", "--preset", "quick", "--out", str(f)], capsys)
+    assert_one_line_error(code, err, "exists and is not a folder")
+    code, _, err = run_cli(["arc", "eval", "--method", "identity", "--ids", "00576224", "--out", str(f)], capsys)
+    assert_one_line_error(code, err, "exists and is not a folder")
+    code, _, err = run_cli(["compare", "--preset", "quick", "--variants", ",", "--out", str(tmp_path / "c")], capsys)
+    assert_one_line_error(code, err, "--variants needs at least one variant name")
+    assert f.read_text() == "x"

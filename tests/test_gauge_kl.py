@@ -365,7 +365,7 @@ def test_claim_rows_are_registered_and_read_head_records():
     assert sorted(seed001.head_row_stds(rec)) == [("l0", 0.02), ("l2", 0.08)]
     assert seed001.head_row_stds(rec, "self_weight") == [("l0", 0.5)]
     assert seed001.head_row_stds(None) == []
-    run = {"metrics": [{"grad_norm_max": 3.0}, {"grad_norm_max": 7.0, **rec}]}
+    run = {"metrics": [{"train_grad_norm_max": 3.0}, {"train_grad_norm_max": 7.0, **rec}]}
     assert seed001.max_grad_norm(run) == 7.0 and seed001.uniform_fraction(run) == 1.0
 
 def test_autocast_keeps_the_kernel_in_float32():

@@ -143,3 +143,12 @@ def test_float64_model_returns_float64_loss(corpus):
     x = torch.randint(0, 11, (2, 8))
     assert m(x, x)[1].dtype == torch.float64
     assert m.float()(x, x)[1].dtype == torch.float32
+
+
+def test_pre_clip_gradient_norms_are_logged(corpus, tmp_path):
+    cfg = tiny_config(corpus, max_iters=6, eval_interval=3, grad_clip=0.5)
+    Trainer(cfg, tmp_path / "r", quiet=True).fit()
+    recs = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert "train_grad_norm" not in recs[0]  # step 0: no step taken yet
+    for r in recs[1:]:
+        assert r["train_grad_norm_max"] >= r["train_grad_norm"] > 0

@@ -114,7 +114,11 @@ def cmd_sample(args) -> int:
 def cmd_compare(args) -> int:
     from geoformer.experiments.compare import run_compare
 
-    variants = [v for v in args.variants.split(",") if v] if args.variants else None
+    variants = None
+    if args.variants is not None:
+        variants = [v for v in args.variants.split(",") if v]
+        if not variants:  # "," is not "all": an empty list is a mistake
+            raise GeoformerError(f"--variants needs at least one variant name, got {args.variants!r}")
     run_compare(
         preset=args.preset,
         config=args.config,
@@ -252,17 +256,21 @@ def cmd_circuits(args) -> int:
         seed_ids = [int(v) for v in args.seed_ids.split(",") if v] if args.seed_ids else None
     except ValueError:
         raise GeoformerError(f"--seed-ids must be comma-separated integers, got {args.seed_ids!r}") from None
+    if seed_ids is not None and (not seed_ids or min(seed_ids) < 0):
+        raise GeoformerError(f"--seed-ids must be non-negative integers, got {args.seed_ids!r}")
     if args.action == "train":
-        continual.run_train(out, **common)
+        continual.run_train(out, seed_ids=seed_ids, **common)
     elif args.action == "attribute":
         models = Path(args.models) if args.models else None
+        if models is not None and not models.is_dir():
+            raise GeoformerError(f"--models {models} is not a folder of trained models (run circuits train first)")
         continual.run_attribute(out, models=models, seed_ids=seed_ids, **common)
     else:
         try:
             mults = tuple(float(v) for v in args.lr_mults.split(",") if v)
         except ValueError:
             raise GeoformerError(f"--lr-mults must be comma-separated numbers, got {args.lr_mults!r}") from None
-        if not mults or any(m <= 0 for m in mults):
+        if not mults or any(not (0 < m < float("inf")) for m in mults):  # also rejects nan
             raise GeoformerError(f"--lr-mults must be positive numbers, got {args.lr_mults!r}")
         methods = tuple(m for m in args.methods.split(",") if m)
         unknown = [m for m in methods if m not in continual.METHODS]
@@ -329,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--methods", default="naive,ewc,protect,canary", help="continual: comma-separated methods")
     ci.add_argument("--lr-mults", default="1", help="continual: phase-B lr multipliers, e.g. 1,10")
     ci.add_argument(
-        "--seed-ids", help="attribute, continual: only these seeds (e.g. 2), e.g. to run seeds in parallel"
+        "--seed-ids", help="train, attribute, continual: only these seeds (e.g. 2), e.g. to run seeds in parallel"
     )
     ci.add_argument("--quiet", action="store_true")
     ci.set_defaults(func=cmd_circuits)

@@ -107,6 +107,8 @@ def parse_attn_sets(items: Iterable[str] | None) -> dict[str, dict[str, Any]]:
         options.setdefault(kind, {})[name] = parse_value(value.strip())
     for kind, opts in options.items():
         attention.make_options(kind, opts)  # unknown key / wrong type -> one line
+        # a value the kind rejects (a window of -1) is an input error, not a failed measurement: build it once
+        attention.build(kind, 16, 2, block_size=16, options=opts)
     return options
 
 

@@ -278,12 +278,13 @@ def _train_all(cfg: CircuitsConfig, seed: int, out: Path | None, path: Path | No
 
 
 def run_train(
-    out: Path, *, seeds: int = 1, quick: bool = False, force: bool = False, quiet: bool = False
-) -> dict:
+    out: Path, *, seeds: int = 1, quick: bool = False, force: bool = False, quiet: bool = False,
+    seed_ids: list[int] | None = None,
+) -> dict:  # fmt: skip
     cfg = quick_config() if quick else CircuitsConfig()
     _prepare_out(out, force, "train.json")
     res = {}
-    for s in range(seeds):
+    for s in list(seed_ids) if seed_ids is not None else range(seeds):
         d = out / f"seed{s}"
         if force and (d / "ckpt.pt").exists():
             (d / "ckpt.pt").unlink()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +35,22 @@ def decision_note(d: R.Decision, spec: str = "+.3g", units: str = "") -> str:
 
 def aligned(by_seed: dict[int, float], seeds: Sequence[int]) -> list[float]:
     return [by_seed.get(s, math.nan) for s in seeds]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None = None):
+    """Run with ``n`` intra-op threads (default: every core), then restore: timing rows state their thread count
+    and must not inherit the one-thread setting a training row left behind."""
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or os.cpu_count() or 1)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------ synthetic data

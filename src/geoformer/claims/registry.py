@@ -118,4 +118,4 @@ TRAINING = (
     "src/geoformer/config.py",
     "src/geoformer/experiments/compare.py",
 )
-LEDGER = ("src/geoformer/claims/rules.py", "src/geoformer/claims/context.py")
+LEDGER = ("src/geoformer/claims/rules.py", "src/geoformer/claims/context.py", "src/geoformer/claims/common.py")

@@ -5,7 +5,7 @@ Every row reads one comparison, ``geoformer compare --preset gauge_kl`` (Shakesp
 the rows and extended seed by seed at the looks. Attention sharpness is the ``attn_stats`` callback's row_std at
 the final evaluation (per head: std of the causal attention row, averaged over rows; 0 = uniform; the write-up
 calls a head uniform below 0.10, which at block 64 is near the one-hot ceiling of 0.12). The pre-clip gradient
-norm is logged at every step (``grad_norm_max`` per evaluation interval); KL statistics come from the final
+norm is logged at every step (``train_grad_norm_max`` per evaluation interval); KL statistics come from the final
 checkpoints on a fixed validation batch.
 
 What the controls showed before these rows were written (one seed, 350 iterations): at kappa 0.0086 and 0.00043
@@ -73,7 +73,7 @@ def uniform_fraction(run: dict[str, Any]) -> float:
 
 
 def max_grad_norm(run: dict[str, Any]) -> float:
-    vals = [m["grad_norm_max"] for m in run.get("metrics", []) if "grad_norm_max" in m]
+    vals = [m["train_grad_norm_max"] for m in run.get("metrics", []) if "train_grad_norm_max" in m]
     return max(vals) if vals else math.nan
 
 

@@ -23,7 +23,7 @@ import torch
 
 import geoformer
 from geoformer.claims import rules as R
-from geoformer.claims.common import decision_note
+from geoformer.claims.common import decision_note, torch_threads
 from geoformer.claims.context import ClaimContext
 from geoformer.claims.registry import Row, Untestable, register, register_untestable
 
@@ -422,9 +422,9 @@ GPU_SMALL = R.Bound("below", 10.0, "ms", "the write-up's 'Small matrices (<=512x
 
 
 def _measure_gpu_small(ctx: ClaimContext, n: int) -> dict[str, Any]:
-    threads = torch.get_num_threads()
-    ctx.record("demo forward", {"seq": 512, "hidden": 512, "threads": threads})
-    cpu = _demo_times(torch.device("cpu"), 512, 5 if ctx.quick else 20)
+    with torch_threads() as threads:
+        ctx.record("demo forward", {"seq": 512, "hidden": 512, "threads": threads})
+        cpu = _demo_times(torch.device("cpu"), 512, 5 if ctx.quick else 20)
     gpu = _demo_times(torch.device("cuda"), 512, 20) if torch.cuda.is_available() else None
     return {"cpu_ms": cpu, "gpu_ms": gpu, "threads": threads,
             "device": torch.cuda.get_device_name() if gpu else None}  # fmt: skip
@@ -468,10 +468,10 @@ CPU_LARGE = R.Bound("below", 100.0, "ms", "the write-up's 'Large matrices: <100m
 
 
 def _measure_cpu_large(ctx: ClaimContext, n: int) -> dict[str, Any]:
-    threads = torch.get_num_threads()
-    ctx.record("demo forward", {"seq": 2048, "hidden": 512, "threads": threads})
-    return {"cpu_ms": _demo_times(torch.device("cpu"), 2048 if not ctx.quick else 1024, 3 if ctx.quick else 10, 1),
-            "threads": threads}  # fmt: skip
+    with torch_threads() as threads:
+        ctx.record("demo forward", {"seq": 2048, "hidden": 512, "threads": threads})
+        ms = _demo_times(torch.device("cpu"), 2048 if not ctx.quick else 1024, 3 if ctx.quick else 10, 1)
+    return {"cpu_ms": ms, "threads": threads}
 
 
 register(
@@ -510,11 +510,12 @@ def _measure_cpu_speed(ctx: ClaimContext, n: int) -> dict[str, Any]:
     T = 1024 if ctx.quick else SPEED_T
     spec = {"seq": T, "batch": 1, "embd": 512, "heads": 8, "dtype": "float32", "seed": 0}
     opts = {"tile": 64, "refine": 4}
-    ctx.record("tiled vs sdpa", {**spec, "tiled": opts, "threads": torch.get_num_threads()})
+    ctx.record("tiled vs sdpa", {**spec, "tiled": opts, "threads": os.cpu_count()})
     device = torch.device("cpu")
     cases = {k: build_case({**spec, "kind": k, "options": o}, device) for k, o in (("sdpa", {}), ("tiled", opts))}
     errors: dict[str, str] = {}
-    times = time_round_robin(cases, errors, repeats=3 if ctx.quick else 10, warmup=1, device=device)
+    with torch_threads():
+        times = time_round_robin(cases, errors, repeats=3 if ctx.quick else 10, warmup=1, device=device)
     peaks = {k: _peak(k, T, o, batch=1, embd=512, heads=8)[0] for k, o in (("sdpa", {}), ("tiled", opts))}
     logs = [math.log(a / b) for a, b in zip(times.get("sdpa", []), times.get("tiled", []), strict=False)]
     ratio = peaks["tiled"] / peaks["sdpa"] if peaks["tiled"] and peaks["sdpa"] else math.nan
@@ -568,7 +569,8 @@ def _measure_gpu_5x(ctx: ClaimContext, n: int) -> dict[str, Any]:
     ctx.record("demo forward cpu vs gpu", {"seq": 2048, "hidden": 512})
     if not torch.cuda.is_available():
         return {"gpu_ms": None, "log_speedup": []}
-    cpu = _demo_times(torch.device("cpu"), 2048, 5, 1)
+    with torch_threads():
+        cpu = _demo_times(torch.device("cpu"), 2048, 5, 1)
     gpu = _demo_times(torch.device("cuda"), 2048, 20)
     g = statistics.median(gpu)
     return {"gpu_ms": gpu, "cpu_ms": cpu, "log_speedup": [math.log(c / g) for c in cpu],

@@ -164,6 +164,8 @@ def run_arc_eval(
         if tid not in known:
             raise GeoformerError(f"unknown task id {tid!r} in {dataset} {split}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GeoformerError(f"--out {out} exists and is not a folder")
     settings = _settings(dataset, split, method, steps, budget_s, budget_cpu_s, seed)
     cfg_path = out / "config.json"
     if cfg_path.exists() and not force:

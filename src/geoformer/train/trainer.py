@@ -334,7 +334,7 @@ class Trainer:
                 f"; the last good checkpoint in {self.out_dir} is intact" if self.out_dir is not None else ""
             )
             raise TrainingDiverged(f"loss became {value} at step {self.step}{where}")
-        # the pre-clip gradient norm of every step, summarised at each evaluation (grad_norm, grad_norm_max)
+        # the pre-clip gradient norm of every step, summarised at each evaluation (train_grad_norm[_max])
         if t.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         else:
@@ -362,7 +362,7 @@ class Trainer:
     def _grad_norm_stats(self) -> dict[str, float]:
         """Mean and max pre-clip gradient norm over the steps since the last evaluation (none at step 0)."""
         g, self._grad_norms = self._grad_norms, []
-        return {"grad_norm": statistics.fmean(g), "grad_norm_max": max(g)} if g else {}
+        return {"train_grad_norm": statistics.fmean(g), "train_grad_norm_max": max(g)} if g else {}
 
     def _eval_and_log(self, train_losses: list[float], tokens_per_s: float) -> None:
         val = self.evaluate()
