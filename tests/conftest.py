@@ -83,3 +83,27 @@ def assert_one_line_error(code, err, match):
     assert len(lines) == 1, err
     assert "Traceback" not in err
     assert match in lines[0], lines[0]
+
+
+TINY = """
+seed = 0
+[model]
+block_size = 16
+n_layer = 1
+n_head = 2
+n_embd = 16
+[train]
+max_iters = 6
+batch_size = 4
+eval_interval = 3
+eval_iters = 2
+threads = 1
+"""
+
+
+@pytest.fixture
+def tiny_toml(tmp_path, corpus):
+    """A 1-layer width-16 run of 6 iterations on the test corpus, as a TOML file."""
+    p = tmp_path / "tiny.toml"
+    p.write_text(TINY + f'[data]\nsource = "{corpus}"\n')
+    return p

@@ -191,3 +191,12 @@ def test_cli_bad_input(tmp_path, capsys, argv, msg):
     argv = [str(tmp_path / a) if a in ("X", "Y") else a for a in argv]
     code, _, err = run_cli(argv, capsys)
     assert_one_line_error(code, err, msg)
+
+
+def test_every_rows_dependencies_exist_in_the_repository():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for rid, row in REG.all_rows().items():
+        for path in L._row_depends(row):
+            assert (root / path).exists(), (rid, path)

@@ -11,28 +11,6 @@ import pytest
 
 from .conftest import assert_one_line_error, run_cli
 
-TINY = """
-seed = 0
-[model]
-block_size = 16
-n_layer = 1
-n_head = 2
-n_embd = 16
-[train]
-max_iters = 6
-batch_size = 4
-eval_interval = 3
-eval_iters = 2
-threads = 1
-"""
-
-
-@pytest.fixture
-def tiny_toml(tmp_path, corpus):
-    p = tmp_path / "tiny.toml"
-    p.write_text(TINY + f'[data]\nsource = "{corpus}"\n')
-    return p
-
 
 @pytest.fixture
 def trained(tmp_path, tiny_toml, capsys):
@@ -213,3 +191,48 @@ def test_compare_and_arc_out_that_is_a_file(tmp_path, capsys):
     code, _, err = run_cli(["compare", "--preset", "quick", "--variants", ",", "--out", str(tmp_path / "c")], capsys)
     assert_one_line_error(code, err, "--variants needs at least one variant name")
     assert f.read_text() == "x"
+
+
+def test_sample_streams_the_same_text_one_generate_call_gives(trained, capsys):
+    import torch
+
+    from geoformer.data import load_tokenizer
+    from geoformer.train.trainer import load_model
+
+    code, out, _ = run_cli(["sample", "--ckpt", str(trained), "--prompt", "th", "--tokens", "30", "--seed", "3"], capsys)
+    model, _, _ = load_model(trained)
+    tok = load_tokenizer(trained / "tokenizer.json")
+    g = torch.Generator().manual_seed(3)
+    ref = tok.decode(model.generate(torch.tensor([tok.encode("th")]), 30, temperature=0.8, generator=g)[0].tolist())
+    assert code == 0 and out == ref + ("" if ref.endswith("\n") else "\n")
+
+
+@pytest.mark.parametrize(
+    "extra, msg",
+    [
+        (["--top-k", "0"], "--top-k must be >= 1"),
+        (["--top-k", "-3"], "--top-k must be >= 1"),
+        (["--temperature", "nan"], "--temperature must be a positive number"),
+        (["--temperature", "0"], "--temperature must be a positive number"),
+        (["--tokens", "10000000"], "--tokens must be between 1 and 100,000"),
+    ],
+)
+def test_sample_bad_input(trained, capsys, extra, msg):
+    code, _, err = run_cli(["sample", "--ckpt", str(trained), *extra], capsys)
+    assert_one_line_error(code, err, msg)
+
+
+def test_sample_names_the_runs_of_a_comparison_and_refuses_diverged_weights(trained, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    cmp = tmp_path / "cmp"
+    shutil.copytree(trained, cmp / "runs" / "sdpa" / "seed0")
+    code, _, err = run_cli(["sample", "--ckpt", str(cmp)], capsys)
+    assert_one_line_error(code, err, "is a comparison, not a run; sample one of its runs: runs/sdpa/seed0")
+    state = torch.load(trained / "ckpt.pt", weights_only=True)
+    next(iter(state["model"].values())).fill_(float("nan"))
+    torch.save(state, trained / "ckpt.pt")
+    code, _, err = run_cli(["sample", "--ckpt", str(trained)], capsys)
+    assert_one_line_error(code, err, "non-finite weights")

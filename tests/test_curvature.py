@@ -260,3 +260,21 @@ def test_hutchinson_reports_its_standard_error():
     est = CurvatureProbe(f, [theta], power_iters=0, hutchinson_probes=400).estimate()
     exact = torch.trace(A).item()
     assert est.trace_se > 0 and abs(est.trace - exact) < 4 * est.trace_se
+
+
+def test_homotopy_lr_refuses_to_be_chained_in_one_line():
+    """Inside ChainedScheduler another scheduler's change would be erased (a LinearLR warmup) or compounded (the lr
+    lifted above base): refused at the first step where it happens."""
+    from torch.optim.lr_scheduler import ChainedScheduler, LinearLR
+
+    from geoformer.errors import GeoformerError
+
+    s = Scaled()
+    opt = torch.optim.SGD([s.theta], lr=0.1)
+    warm = LinearLR(opt, start_factor=0.1, total_iters=5)
+    hom = HomotopyLR(opt, s, HomotopyOptions(interval=2, eigen="power", power_iters=3))
+    chained = ChainedScheduler([warm, hom])
+    with pytest.raises(GeoformerError, match="HomotopyLR sets the lr itself"):
+        for _ in range(4):
+            opt.step()
+            chained.step()

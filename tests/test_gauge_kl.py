@@ -342,7 +342,7 @@ def test_preset_plans_and_matches_parameters():
     assert baseline == "sdpa" and len(seeds) == 3
     gauge = {"gauge_seed", "gauge_l2", "gauge_l3", "kappa_0p0086", "kappa_0p00043", "gauge_l9"}
     controls = {"ctrl_none", "ctrl_uniform", "ctrl_self"}
-    assert set(configs) == {"sdpa", "sdpa_matched", "gauge_third", "sdpa_third"} | gauge | controls
+    assert set(configs) == {"sdpa", "sdpa_matched", "sdpa_modern", "gauge_third", "sdpa_third"} | gauge | controls
     assert "attn_stats" in configs["gauge_seed"][0].train.callbacks
     counts = {}
     for name, cfgs in configs.items():

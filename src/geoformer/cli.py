@@ -86,16 +86,32 @@ def cmd_train(args) -> int:
     return 0
 
 
+MAX_SAMPLE_TOKENS = 100_000
+
+
 def cmd_sample(args) -> int:
+    import math
+
     import torch
 
     from geoformer.data import load_tokenizer
     from geoformer.train.trainer import load_model
 
-    if args.tokens < 1:
-        raise GeoformerError("--tokens must be >= 1")
-    model, cfg, _ = load_model(args.ckpt)
-    ckpt_dir = Path(args.ckpt) if Path(args.ckpt).is_dir() else Path(args.ckpt).parent
+    if not 1 <= args.tokens <= MAX_SAMPLE_TOKENS:
+        raise GeoformerError(f"--tokens must be between 1 and {MAX_SAMPLE_TOKENS:,}, got {args.tokens}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise GeoformerError(f"--temperature must be a positive number, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise GeoformerError(f"--top-k must be >= 1, got {args.top_k}")
+    ckpt = Path(args.ckpt)
+    if ckpt.is_dir() and not (ckpt / "ckpt.pt").exists() and (ckpt / "runs").is_dir():
+        runs = sorted(str(p.parent.relative_to(ckpt)) for p in (ckpt / "runs").glob("*/*/ckpt.pt"))
+        listing = ", ".join(runs[:6]) + (f" (+{len(runs) - 6} more)" if len(runs) > 6 else "")
+        raise GeoformerError(f"{ckpt} is a comparison, not a run; sample one of its runs: {listing or 'none yet'}")
+    model, cfg, _ = load_model(ckpt)
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise GeoformerError(f"the checkpoint in {ckpt} has non-finite weights (the run diverged): nothing to sample")
+    ckpt_dir = ckpt if ckpt.is_dir() else ckpt.parent
     tok_path = ckpt_dir / "tokenizer.json"
     if not tok_path.is_file():
         raise GeoformerError(f"no tokenizer.json beside the checkpoint in {ckpt_dir}")
@@ -104,10 +120,21 @@ def cmd_sample(args) -> int:
     if not ids:
         raise GeoformerError("the prompt encodes to no tokens")
     g = torch.Generator().manual_seed(args.seed)
-    out = model.generate(
-        torch.tensor([ids]), args.tokens, temperature=args.temperature, top_k=args.top_k, generator=g
-    )
-    print(tok.decode(out[0].tolist()))
+    idx = torch.tensor([ids])
+    shown = tok.decode(ids)
+    sys.stdout.write(shown)
+    with torch.no_grad():
+        for _ in range(args.tokens):  # one token at a time, printed as it comes (same draws as one generate call)
+            idx = model.generate(idx, 1, temperature=args.temperature, top_k=args.top_k, generator=g)
+            # a byte-level token may end inside a multi-byte character (decoded as U+FFFD): hold it back until whole
+            stable = tok.decode(idx[0].tolist()).rstrip("\ufffd")
+            if stable.startswith(shown):
+                sys.stdout.write(stable[len(shown) :])
+                sys.stdout.flush()
+                shown = stable
+    text = tok.decode(idx[0].tolist())
+    rest = text[len(shown) :] if text.startswith(shown) else ""
+    sys.stdout.write(rest + ("" if (shown + rest).endswith("\n") else "\n"))
     return 0
 
 
@@ -312,10 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate text from a trained run")
     s.add_argument("--ckpt", required=True, help="a run folder (or its ckpt.pt)")
     s.add_argument("--prompt", default="\n")
-    s.add_argument("--tokens", type=int, default=200)
-    s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tokens", type=int, default=200, help="tokens to generate (default 200, at most 100,000)")
+    s.add_argument("--temperature", type=float, default=0.8, help="softmax temperature (default 0.8)")
+    s.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens (default: all)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     s.set_defaults(func=cmd_sample)
 
     b = sub.add_parser("bench", help="micro-benchmarks (ratios to a baseline measured in the same run)")

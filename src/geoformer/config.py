@@ -43,7 +43,7 @@ class TrainConfig:
     min_lr: float = 1e-4
     warmup_iters: int = 100
     schedule: str = "warmup_cosine"
-    optimizer: str = "adamw"  # adamw | sgd (momentum beta1) | schedulefree (Schedule-Free AdamW; schedule = "constant")
+    optimizer: str = "adamw"  # adamw | muon (Muon on hidden matrices + AdamW) | sgd (momentum beta1) | schedulefree
     homotopy: dict[str, Any] = field(default_factory=dict)  # HomotopyOptions for schedule = "homotopy"
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -239,8 +239,8 @@ def validate(cfg: RunConfig) -> None:
     unknown = [c for c in t.callbacks if c not in callback_names()]
     if unknown:
         raise GeoformerError(f"unknown callback {unknown[0]!r}; known callbacks: {', '.join(callback_names())}")
-    if t.optimizer not in ("adamw", "sgd", "schedulefree"):
-        raise GeoformerError(f"unknown optimizer {t.optimizer!r}; known optimizers: adamw, schedulefree, sgd")
+    if t.optimizer not in ("adamw", "muon", "sgd", "schedulefree"):
+        raise GeoformerError(f"unknown optimizer {t.optimizer!r}; known optimizers: adamw, muon, schedulefree, sgd")
     if t.optimizer == "schedulefree" and t.schedule != "constant":
         raise GeoformerError("train.optimizer=schedulefree brings its own schedule; set train.schedule=constant")
     from geoformer.train.homotopy import HomotopyOptions

@@ -30,6 +30,30 @@ def masked_softmax_attention(
     return torch.softmax(scores, dim=-1) @ v
 
 
+def rotary_tables(T: int, D: int, base: float = 10000.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (T, D/2) of rotary embeddings: position t turns pair i by the angle t * base^(-2i/D)."""
+    if D % 2:
+        raise GeoformerError(f"rotary embeddings need an even head dimension, got {D}")
+    inv = base ** (-torch.arange(0, D, 2, dtype=torch.float64, device=device) / D)
+    ang = torch.arange(T, dtype=torch.float64, device=device)[:, None] * inv[None, :]
+    return ang.cos(), ang.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the pairs (x_i, x_{i + D/2}) of ``x`` (..., T, D) by the angles of ``cos``/``sin`` (>= T, D/2).
+
+    A pure rotation per position: norms are kept, and <R_m q, R_n k> depends on m - n only (RoFormer)."""
+    T, half = x.size(-2), x.size(-1) // 2
+    c, s_ = cos[:T].to(x.dtype), sin[:T].to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * c - x2 * s_, x1 * s_ + x2 * c), dim=-1)
+
+
+def qk_rms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """RMS-normalise each head's query or key vector (no gain), as QK-norm does."""
+    return F.rms_norm(x, (x.size(-1),), eps=eps)
+
+
 class QKVAttention(nn.Module):
     """Multi-head causal self-attention with a fused qkv projection and an output projection.
 
@@ -37,7 +61,13 @@ class QKVAttention(nn.Module):
     (projections, head split, dropout) is shared so the kinds differ only in the kernel. A kind whose
     options have a positive ``width`` attends in that many dimensions (``D = width / n_head``) instead of
     ``n_embd``: a standard-attention baseline with as few attention parameters as a narrow variant.
+
+    Kinds whose logits are dot products q . k (``dot_product = True``) also take rotary position embeddings
+    and QK-norm (:meth:`set_qk_features`, called by the model for ``model.pos = "rope"`` / ``model.qk_norm``):
+    both act on q and k in :meth:`split_heads`, so every path of the kind (kernel, reference, weights) sees them.
     """
+
+    dot_product = False  # True where q . k are the logits (rotary and QK-norm mean something there)
 
     def __init__(
         self, n_embd: int, n_head: int, *, dropout: float, bias: bool, block_size: int, opts
@@ -58,11 +88,27 @@ class QKVAttention(nn.Module):
         self.attn_dropout = nn.Dropout(dropout)
         self.resid_dropout = nn.Dropout(dropout)
 
+    def set_qk_features(self, *, rope: bool, qk_norm: bool, max_len: int) -> None:
+        """Rotary embeddings on q and k for positions < ``max_len``, and/or QK-norm (RMS-normalised q and k)."""
+        if (rope or qk_norm) and not self.dot_product:
+            raise GeoformerError(f"{self.kind} does not form q . k logits: it takes no rotary embeddings or QK-norm")
+        self.qk_norm = qk_norm
+        self.rope = rope
+        if rope:
+            cos, sin = rotary_tables(max_len, self.width // self.n_head)
+            self.register_buffer("rope_cos", cos.float(), persistent=False)
+            self.register_buffer("rope_sin", sin.float(), persistent=False)
+
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape
         q, k, v = self.c_attn(x).split(self.width, dim=2)
         shape = (B, T, self.n_head, self.width // self.n_head)
-        return tuple(t.view(shape).transpose(1, 2) for t in (q, k, v))  # type: ignore[return-value]
+        q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
+        if getattr(self, "qk_norm", False):
+            q, k = qk_rms_norm(q), qk_rms_norm(k)
+        if getattr(self, "rope", False):
+            q, k = apply_rotary(q, self.rope_cos, self.rope_sin), apply_rotary(k, self.rope_cos, self.rope_sin)
+        return q, k, v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -51,6 +51,8 @@ def uniform_weights(T: int, device=None, dtype=None) -> torch.Tensor:
 class UniformAttention(QKVAttention):
     """``y_i = mean_{j <= i} v_j`` per head (q and k are computed by the shared projection but unused)."""
 
+    dot_product = True
+
     control = True
 
     @dataclass
@@ -76,6 +78,8 @@ class UniformAttention(QKVAttention):
 @register("self_only")
 class SelfOnlyAttention(QKVAttention):
     """``y_i = v_i``: each query attends to itself alone (weights = identity)."""
+
+    dot_product = True
 
     control = True
 

@@ -22,6 +22,8 @@ class SDPAAttention(QKVAttention):
     ``width`` > 0 attends in ``width`` dimensions instead of ``n_embd`` (parameter-matched baselines).
     """
 
+    dot_product = True
+
     @dataclass
     class Options:
         temperature: float = 1.0
@@ -53,6 +55,8 @@ class SDPAAttention(QKVAttention):
 class NaiveAttention(QKVAttention):
     """Explicit softmax(QK^T / sqrt(d)) V with a materialised causal mask: the reference in tests."""
 
+    dot_product = True
+
     @dataclass
     class Options:
         pass
@@ -69,6 +73,8 @@ class LocalAttention(QKVAttention):
 
     Runs as one SDPA call with a boolean band mask (memory O(T^2) for the mask only, bool).
     """
+
+    dot_product = True
 
     @dataclass
     class Options:
@@ -95,6 +101,8 @@ class TopKAttention(QKVAttention):
 
     The scores are materialised (O(T^2) memory); this is a sparsity pattern study, not a fast kernel.
     """
+
+    dot_product = True
 
     @dataclass
     class Options:

@@ -362,6 +362,8 @@ class TiledAttention(QKVAttention):
     tile), and how much of the pooled-score mass they hold.
     """
 
+    dot_product = True
+
     @dataclass
     class Options:
         tile: int = 16  # positions per tile

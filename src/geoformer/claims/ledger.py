@@ -25,7 +25,8 @@ QUICK_LOOKS = Looks((2,))  # quick mode: a smoke test of every pipeline; its ver
 
 
 def _row_depends(row: Row) -> tuple[str, ...]:
-    module = f"src/geoformer/claims/seed{row.origin}.py" if row.origin != "arena" else "src/geoformer/claims/arena.py"
+    name = "arena" if row.origin in ("arena", "modded") else f"seed{row.origin}"  # the module that registers the row
+    module = f"src/geoformer/claims/{name}.py"
     return (*row.depends, *LEDGER, module)
 
 

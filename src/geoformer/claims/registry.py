@@ -32,6 +32,7 @@ ORIGINS: dict[str, str] = {
     "003": "GitHub someaka/adaptive-attention-tiling-v2, project notes",
     "004": "GitHub thehalleyyoung/TorchType, proposal 7 (homotopy learning rate) report",
     "arena": "nanoGPT (GitHub karpathy/nanoGPT), README, shakespeare_char on CPU",
+    "modded": "modded-nanogpt (GitHub KellerJordan/modded-nanogpt), README record history",
 }
 
 MODULES = ("arena", "seed000", "seed001", "seed002", "seed003", "seed004")

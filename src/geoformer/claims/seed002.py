@@ -420,9 +420,13 @@ LEVELS_EXPERIMENT = (
 )
 
 
+MODERN_SCHEDULE = R.Directional("negative", 0.02, "nats", NATS, effect="val loss(mixed_modern) - val loss(gpt_modern)")
+BEATS_MODERN = R.Directional("negative", 0.02, "nats", NATS, effect="val loss(levels_modern) - val loss(gpt_modern)")
+
+
 def _measure_schedule(ctx: ClaimContext, n: int) -> dict[str, Any]:
-    _, f = _levels(ctx, n, ["gpt", "mixed"])
-    return {"a": f["mixed"], "b": f["gpt"]}
+    _, f = _levels(ctx, n, ["gpt", "mixed", "gpt_modern", "mixed_modern"])
+    return {"a": f["mixed"], "b": f["gpt"], "a_modern": f["mixed_modern"], "b_modern": f["gpt_modern"]}
 
 
 register(
@@ -432,12 +436,22 @@ register(
         "global attention focused on abstract relationships'.",
         origin=O,
         section="'3. Level-Specific Processing'",
-        experiment=LEVELS_EXPERIMENT + "; mixed against gpt",
-        rule=SCHEDULE.text() + "; paired by seed",
+        experiment=LEVELS_EXPERIMENT + "; mixed against gpt, and the same pair on the modern recipe (mixed_modern "
+        "against gpt_modern: RMSNorm, rotary, QK-norm, ReLU^2, zero-init projections, Muon)",
+        rule=f"nanoGPT recipe: {SCHEDULE.text()}; modern recipe: {MODERN_SCHEDULE.text()}; paired by seed; {R.COMBINE_TEXT}",
         measure=_measure_schedule,
-        decide=lambda data, level: SCHEDULE.decide(_paired(data["a"], data["b"], level)),
-        describe=lambda data, d: f"val loss mixed {fmt(data['a'])}, gpt {fmt(data['b'])}; mixed - gpt {decision_note(d, '+.4f', 'nats')}",
-        examples={o: {"a": [2.0 + v for v in synthetic_values(SCHEDULE, o)], "b": [2.0] * 5} for o in R.OUTCOMES},
+        decide=lambda data, level: R.combine({
+            "nanoGPT recipe": SCHEDULE.decide(_paired(data["a"], data["b"], level)),
+            "modern recipe": MODERN_SCHEDULE.decide(_paired(data["a_modern"], data["b_modern"], level)),
+        }),  # fmt: skip
+        describe=lambda data, d: (
+            f"val loss mixed {fmt(data['a'])}, gpt {fmt(data['b'])}, mixed_modern {fmt(data['a_modern'])}, gpt_modern "
+            f"{fmt(data['b_modern'])}; mixed - gpt {decision_note(d.parts['nanoGPT recipe'], '+.4f', 'nats')}; "
+            f"mixed_modern - gpt_modern {decision_note(d.parts['modern recipe'], '+.4f', 'nats')}"
+        ),
+        examples={o: {"a": [2.0 + v for v in synthetic_values(SCHEDULE, o)], "b": [2.0] * 5,
+                      "a_modern": [2.0 + v for v in synthetic_values(SCHEDULE, o)], "b_modern": [2.0] * 5}
+                  for o in R.OUTCOMES},  # fmt: skip
         looks=R.Looks(),
         depends=LEVELS,
     )
@@ -445,13 +459,14 @@ register(
 
 
 def _measure_structure(ctx: ClaimContext, n: int) -> dict[str, Any]:
-    res, f = _levels(ctx, n, ["gpt", "mixed", "levels", "levels_free", "levels_exact"])
+    res, f = _levels(ctx, n, ["gpt", "mixed", "levels", "levels_free", "levels_exact", "gpt_modern", "levels_modern"])
     return {**f, "composite": composite_ratios(res["folder"], "levels", f["seeds"])}
 
 
 def _decide_structure(data: dict[str, Any], level: float) -> R.Decision:
     return R.combine({
         "beats gpt": BEATS_GPT.decide(_paired(data["levels"], data["gpt"], level)),
+        "beats the modern gpt": BEATS_MODERN.decide(_paired(data["levels_modern"], data["gpt_modern"], level)),
         "beyond the attention schedule": BEYOND_SCHEDULE.decide(_paired(data["levels"], data["mixed"], level)),
         "maps near exact": NEAR_EXACT.decide(R.t_interval(data["composite"], level)),
     })  # fmt: skip
@@ -465,24 +480,29 @@ register(
         "training (following natural mathematical structure)').",
         origin=O,
         section="'Cohomological Architecture Search' / 'This could lead to:' / 'Sheaf-Theoretic Loss Functions'",
-        experiment=LEVELS_EXPERIMENT + "; levels against gpt and against mixed (what the attention schedule alone "
-        "gives); exactness of the trained maps by the composite ratio (1 for unrelated maps, 0 for exact), which unlike "
+        experiment=LEVELS_EXPERIMENT + "; levels against gpt, levels_modern against gpt_modern (both on the modern "
+        "recipe), and levels against mixed (what the attention schedule alone gives); exactness of the trained maps by the composite ratio (1 for unrelated maps, 0 for exact), which unlike "
         "the trained penalty cannot be met by inflating one singular value",
-        rule=f"part 1: {BEATS_GPT.text()}; part 2 (credit to the structure, not the schedule): {BEYOND_SCHEDULE.text()}; "
-        f"part 3: {NEAR_EXACT.text()}; paired by seed; {R.COMBINE_TEXT}",
+        rule=f"part 1: {BEATS_GPT.text()}; part 2 (on the modern recipe): {BEATS_MODERN.text()}; part 3 (credit to the "
+        f"structure, not the schedule): {BEYOND_SCHEDULE.text()}; part 4: {NEAR_EXACT.text()}; paired by seed; "
+        f"{R.COMBINE_TEXT}",
         measure=_measure_structure,
         decide=_decide_structure,
         describe=lambda data, d: (
             f"val loss gpt {fmt(data['gpt'])}, mixed {fmt(data['mixed'])}, levels_free {fmt(data['levels_free'])}, levels "
-            f"{fmt(data['levels'])}, levels_exact {fmt(data['levels_exact'])}; composite ratio of levels' maps "
+            f"{fmt(data['levels'])}, levels_exact {fmt(data['levels_exact'])}, gpt_modern {fmt(data['gpt_modern'])}, "
+            f"levels_modern {fmt(data['levels_modern'])}; composite ratio of levels' maps "
             f"{fmt(data['composite'], '.2f')}; " + "; ".join(f"{k}: {decision_note(p, '+.4f')}" for k, p in d.parts.items())
         ),
         examples={
-            R.REPRODUCED: {"gpt": [2.1] * 5, "mixed": [2.05] * 5, "levels": [2.0 + 0.001 * i for i in range(5)],
+            R.REPRODUCED: {"gpt_modern": [2.1] * 5, "levels_modern": [2.0 + 0.001 * i for i in range(5)],
+                           "gpt": [2.1] * 5, "mixed": [2.05] * 5, "levels": [2.0 + 0.001 * i for i in range(5)],
                            "levels_free": [2.0] * 5, "levels_exact": [2.0] * 5, "composite": [0.05 + 0.001 * i for i in range(5)]},
-            R.NOT_REPRODUCED: {"gpt": [2.1] * 5, "mixed": [2.0] * 5, "levels": [2.0 + 0.001 * i for i in range(5)],
+            R.NOT_REPRODUCED: {"gpt_modern": [2.1] * 5, "levels_modern": [2.0 + 0.001 * i for i in range(5)],
+                               "gpt": [2.1] * 5, "mixed": [2.0] * 5, "levels": [2.0 + 0.001 * i for i in range(5)],
                                "levels_free": [2.0] * 5, "levels_exact": [2.0] * 5, "composite": [0.9 + 0.001 * i for i in range(5)]},
-            R.INCONCLUSIVE: {"gpt": [2.1] * 5, "mixed": [2.05] * 5, "levels": [2.0, 2.1, 1.9, 2.2, 1.8],
+            R.INCONCLUSIVE: {"gpt_modern": [2.1] * 5, "levels_modern": [2.0 + 0.001 * i for i in range(5)],
+                             "gpt": [2.1] * 5, "mixed": [2.05] * 5, "levels": [2.0, 2.1, 1.9, 2.2, 1.8],
                              "levels_free": [2.0] * 5, "levels_exact": [2.0] * 5, "composite": [0.05 + 0.001 * i for i in range(5)]},
         },  # fmt: skip
         looks=R.Looks(),

@@ -99,10 +99,18 @@ def _read_run(run_dir: Path, cfg: C.RunConfig | None = None) -> dict[str, Any] |
             same = False
         if not same:
             return None
-    s = C.load_json(summary)
-    if not s.get("completed"):
+    try:
+        s = C.load_json(summary)
+        if not isinstance(s, dict):
+            raise ValueError("summary.json is not an object")
+        if not s.get("completed"):
+            return None
+        metrics = [C.json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+        if not metrics or not all(isinstance(m, dict) and "val_loss" in m for m in metrics):
+            raise ValueError("metrics.jsonl has no records")
+    except (OSError, ValueError, GeoformerError) as e:  # damaged: never reused, trained again with a line
+        print(f"{run_dir}: finished run is damaged ({str(e).splitlines()[0][:80]}); training it again", flush=True)
         return None
-    metrics = [C.json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     return {"summary": s, "metrics": metrics}
 
 

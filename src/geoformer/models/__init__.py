@@ -30,6 +30,7 @@ def get(arch: str) -> type[nn.Module]:
 def validate_config(cfg: GPTConfig) -> None:
     """Check ``model.arch`` and (for "levels") ``model.levels``; each problem is a one-line error."""
     cls = get(cfg.arch)
+    cfg.validate()  # norm / pos / mlp and what the attention kind supports
     if cfg.levels and cls is not LevelGPT:
         raise GeoformerError(f'model.levels is only used with model.arch = "levels" (got {cfg.arch!r})')
     if cls is LevelGPT:

@@ -3,6 +3,12 @@
 pre-norm blocks: x + attn(ln(x)), x + mlp(ln(x)); tied input/output embeddings; GPT-2 init
 (N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)). The attention kind is any
 name in :mod:`geoformer.attention`; its own options go in ``GPTConfig.attn``.
+
+The defaults are nanoGPT's recipe. The modern recipe (modded-nanogpt's small-scale changes; presets
+``*_modern``) is ``norm = "rmsnorm"``, ``pos = "rope"`` (rotary q/k instead of learned positions), ``qk_norm``,
+``mlp = "relu2"`` (ReLU squared) and ``zero_init_proj`` (residual projections start at zero), trained with
+``train.optimizer = "muon"``. Rotary embeddings and QK-norm need a kind whose logits are q . k; the others
+(gauge_kl, hyperbolic, fisher_rao, quantum) keep learned positions (``pos = "learned"``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,29 @@ class GPTConfig:
     init_std: float = 0.02
     arch: str = "gpt"  # a registered model (geoformer.models.names()): "gpt" | "levels"
     levels: dict[str, Any] = field(default_factory=dict)  # LevelOptions for arch = "levels"
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    pos: str = "learned"  # learned (position embeddings) | rope (rotary q/k) | none
+    qk_norm: bool = False  # RMS-normalise q and k per head
+    mlp: str = "gelu"  # gelu | relu2 (ReLU squared)
+    zero_init_proj: bool = False  # residual projections (attn and MLP c_proj) start at zero
+
+    def validate(self) -> None:
+        """One-line errors for the recipe options."""
+        from geoformer.errors import GeoformerError
+
+        for key, value, known in (("norm", self.norm, NORMS), ("pos", self.pos, POSITIONS), ("mlp", self.mlp, ACTIVATIONS)):
+            if value not in known:
+                raise GeoformerError(f"unknown model.{key} {value!r}; known: {', '.join(known)}")
+        if (self.pos == "rope" or self.qk_norm) and not getattr(attention.get(self.attention), "dot_product", False):
+            raise GeoformerError(
+                f"model.pos = rope and model.qk_norm need an attention kind with q . k logits; {self.attention!r} has "
+                "none (use model.pos = learned and model.qk_norm = false)"
+            )
+
+
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rope", "none")
+ACTIVATIONS = ("gelu", "relu2")
 
 
 @contextlib.contextmanager
@@ -59,32 +88,62 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
-class MLP(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
+class RMSNorm(nn.Module):
+    """x / rms(x) * gain (no centring, no bias)."""
+
+    def __init__(self, ndim: int) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.weight = nn.Parameter(torch.ones(ndim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.weight.shape, self.weight, 1e-6)
+
+
+def make_norm(cfg: GPTConfig, ndim: int | None = None) -> nn.Module:
+    ndim = ndim or cfg.n_embd
+    return RMSNorm(ndim) if cfg.norm == "rmsnorm" else LayerNorm(ndim, cfg.bias)
+
+
+class ReLU2(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or 4 * cfg.n_embd
+        self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
+        self.gelu = ReLU2() if cfg.mlp == "relu2" else nn.GELU()  # named gelu: state dicts keep their keys
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
+def build_attention(cfg: GPTConfig, kind: str | None = None, options: dict[str, Any] | None = None) -> nn.Module:
+    """The attention of one block, with the model's rotary / QK-norm settings applied."""
+    attn = attention.build(
+        kind or cfg.attention,
+        cfg.n_embd,
+        cfg.n_head,
+        dropout=cfg.dropout,
+        bias=cfg.bias,
+        block_size=cfg.block_size,
+        options=cfg.attn if options is None else options,
+    )
+    if cfg.pos == "rope" or cfg.qk_norm:
+        attn.set_qk_features(rope=cfg.pos == "rope", qk_norm=cfg.qk_norm, max_len=cfg.block_size)
+    return attn
+
+
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = LayerNorm(cfg.n_embd, cfg.bias)
-        self.attn = attention.build(
-            cfg.attention,
-            cfg.n_embd,
-            cfg.n_head,
-            dropout=cfg.dropout,
-            bias=cfg.bias,
-            block_size=cfg.block_size,
-            options=cfg.attn,
-        )
-        self.ln_2 = LayerNorm(cfg.n_embd, cfg.bias)
+        self.ln_1 = make_norm(cfg)
+        self.attn = build_attention(cfg)
+        self.ln_2 = make_norm(cfg)
         self.mlp = MLP(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,16 +158,18 @@ class GPT(nn.Module):
             raise ValueError("GPTConfig.vocab_size must be set (>= 1)")
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
         self._build_layers(cfg)
-        self.ln_f = LayerNorm(cfg.n_embd, cfg.bias)
+        self.ln_f = make_norm(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: residual projections shrink with depth
                 nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
+                if cfg.zero_init_proj:  # after the draw, so the other weights' init is the same either way
+                    nn.init.zeros_(p)
 
     def _build_layers(self, cfg: GPTConfig) -> None:
         """The trunk between the embeddings and the final norm (subclasses add their own modules here, so
@@ -140,8 +201,10 @@ class GPT(nn.Module):
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)
-        return self.drop(self.wte(idx) + self.wpe(pos))
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        return self.drop(x)
 
     def _head(
         self, x: torch.Tensor, targets: torch.Tensor | None

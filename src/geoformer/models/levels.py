@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from geoformer import attention
 from geoformer.errors import GeoformerError
-from geoformer.models.gpt import GPT, GPTConfig, LayerNorm
+from geoformer.models.gpt import GPT, MLP, GPTConfig, build_attention, make_norm
 
 
 @dataclass
@@ -99,37 +99,15 @@ def exactness_penalty(maps: list[torch.Tensor], eps: float = 1e-12) -> torch.Ten
     return torch.stack(terms).mean()
 
 
-class LevelMLP(nn.Module):
-    """The GPT MLP with a chosen hidden width (names match :class:`geoformer.models.gpt.MLP`)."""
-
-    def __init__(self, n_embd: int, hidden: int, bias: bool, dropout: float) -> None:
-        super().__init__()
-        self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
-        self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
-
-
 class LevelBlock(nn.Module):
     """Pre-norm block (x + attn(ln x), x + mlp(ln x)) with a given attention kind and MLP width."""
 
     def __init__(self, cfg: GPTConfig, kind: str, options: dict[str, Any], hidden: int) -> None:
         super().__init__()
-        self.ln_1 = LayerNorm(cfg.n_embd, cfg.bias)
-        self.attn = attention.build(
-            kind,
-            cfg.n_embd,
-            cfg.n_head,
-            dropout=cfg.dropout,
-            bias=cfg.bias,
-            block_size=cfg.block_size,
-            options=options,
-        )
-        self.ln_2 = LayerNorm(cfg.n_embd, cfg.bias)
-        self.mlp = LevelMLP(cfg.n_embd, hidden, cfg.bias, cfg.dropout)
+        self.ln_1 = make_norm(cfg)
+        self.attn = build_attention(cfg, kind, options)
+        self.ln_2 = make_norm(cfg)
+        self.mlp = MLP(cfg, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))

@@ -190,6 +190,16 @@ class HomotopyLR(LRScheduler):
         self.n_estimates += 1
 
     def step(self, epoch=None) -> None:  # noqa: D102  (torch API)
+        # the lr is base_lr x a factor, set here: another scheduler changing it in between (ChainedScheduler)
+        # would be erased or compounded, so that is refused instead of silently mis-scheduling
+        last = getattr(self, "_last_lr", None)
+        if epoch is None and last is not None and getattr(self, "_initial_step_done", False):
+            now = [g["lr"] for g in self.optimizer.param_groups]
+            if any(abs(a - b) > 1e-12 * max(abs(b), 1e-30) for a, b in zip(now, last, strict=False)):
+                raise GeoformerError(
+                    "HomotopyLR sets the lr itself (base lr x its curvature factor); another scheduler changed it "
+                    "between steps (ChainedScheduler?): use HomotopyLR alone, or after a warmup in SequentialLR"
+                )
         # last_epoch counts completed optimizer steps; probe before computing this step's lr
         if getattr(self, "_initial_step_done", False) and (self.last_epoch + 1) % self.opts.interval == 0:
             self.estimate_now()

@@ -40,9 +40,14 @@ PARAM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64":
 RESUMABLE = frozenset({"max_iters", "eval_interval", "threads", "device", "compile", "dist_timeout_s"})
 
 
-def build_optimizer(groups, t, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(groups, t, device: torch.device, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
     """``train.optimizer``: AdamW (default), SGD with momentum ``beta1`` (the plainest optimizer: its stability
-    depends on lr x curvature, the homotopy lr's stress case), or Schedule-Free AdamW (PyPI ``schedulefree``)."""
+    depends on lr x curvature, the homotopy lr's stress case), Muon for the blocks' matrices with AdamW for the
+    rest (``muon``, the modern recipe; needs ``model``), or Schedule-Free AdamW (PyPI ``schedulefree``)."""
+    if t.optimizer == "muon":
+        from geoformer.train.optimizers import MuonAdamW
+
+        return MuonAdamW(model, lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
         return torch.optim.AdamW(
             groups, lr=t.lr, betas=(t.beta1, t.beta2), **({"fused": True} if device.type == "cuda" else {})
@@ -162,7 +167,7 @@ class Trainer:
         # initialised in float32 (same init for every param_dtype), then stored in param_dtype
         self.model = build_model(cfg.model).to(self.device, dtype=PARAM_DTYPES[t.param_dtype])
         self.raw_model = self.model
-        self.optimizer = build_optimizer(self.model.param_groups(t.weight_decay), t, self.device)
+        self.optimizer = build_optimizer(self.model.param_groups(t.weight_decay), t, self.device, self.model)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed)
         self.scheduler = schedules.build(t.schedule, self.optimizer, t, trainer=self)
         if t.compile:
@@ -176,6 +181,7 @@ class Trainer:
             self.data.val, t.eval_iters, self.eval_batch, cfg.model.block_size, seed=cfg.seed + 1
         )
         self.step = 0
+        self.train_s = 0.0  # time spent in training steps (all segments of a resumed run)
         self._grad_norms: list[float] = []  # pre-clip norms since the last evaluation
         self.best_val = math.inf
         self.wall_offset = 0.0
@@ -241,6 +247,7 @@ class Trainer:
             "step": self.step,
             "best_val": self.best_val,
             "wall_s": self.wall_offset + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0),
+            "train_s": self.train_s,
             "batch_gen": self.batch_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -297,6 +304,7 @@ class Trainer:
         self.step = int(state["step"])
         self.best_val = float(state["best_val"])
         self.wall_offset = float(state.get("wall_s", 0.0))
+        self.train_s = float(state.get("train_s", state.get("wall_s", 0.0)))
         self.history = list(state.get("history", []))
 
     # ------------------------------------------------------------------ output files
@@ -405,7 +413,6 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_start(self)
         tokens_per_step = t.batch_size * t.grad_accum * m.block_size
-        throughputs: list[float] = [r["tokens_per_s"] for r in self.history if r.get("tokens_per_s")]
         bar = None
         if self.progress and self.is_main:
             from tqdm.auto import tqdm
@@ -430,13 +437,14 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                 if self.step % t.eval_interval == 0 or self.step == t.max_iters:
-                    tps = seg_steps * tokens_per_step / (time.perf_counter() - seg_t0)
-                    throughputs.append(tps)
-                    self._eval_and_checkpoint(train_losses, tps)
+                    # tokens_per_s, everywhere: tokens trained so far / time spent in training steps so far
+                    # (evaluations and checkpoints excluded, resumed segments included)
+                    self.train_s += time.perf_counter() - seg_t0
+                    self._eval_and_checkpoint(train_losses, self.step * tokens_per_step / max(self.train_s, 1e-9))
                     train_losses, seg_t0, seg_steps = [], time.perf_counter(), 0
             if self.step != self.history[-1]["step"]:  # stopped at `until` between evaluations
-                tps = seg_steps * tokens_per_step / max(time.perf_counter() - seg_t0, 1e-9)
-                self._eval_and_checkpoint(train_losses, tps)
+                self.train_s += time.perf_counter() - seg_t0
+                self._eval_and_checkpoint(train_losses, self.step * tokens_per_step / max(self.train_s, 1e-9))
         finally:
             if bar is not None:
                 bar.close()
@@ -449,7 +457,8 @@ class Trainer:
             "tokens": self.step * tokens_per_step,
             "params": self.raw_model.num_params(),
             "wall_s": self.wall_offset + time.perf_counter() - self._t0,
-            "tokens_per_s": statistics.median(throughputs) if throughputs else 0.0,
+            "tokens_per_s": self.step * tokens_per_step / self.train_s if self.train_s > 0 else 0.0,
+            "train_s": self.train_s,
             "peak_rss_mb": peak_rss_mb(),
             "device": str(self.device),
             "world_size": self.dist.world_size,
