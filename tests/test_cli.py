@@ -89,6 +89,7 @@ def test_bad_data_paths(tmp_path, tiny_toml, capsys, kind):
         ["train", "--config", str(tiny_toml), "--data", str(target), "--out", str(tmp_path / "o")], capsys
     )
     assert_one_line_error(code, err, str(target))
+    assert not (tmp_path / "o").exists()  # a run that failed on its data leaves no empty --out folder
 
 
 def test_refuses_out_that_holds_a_run(trained, tiny_toml, capsys):
@@ -236,3 +237,32 @@ def test_sample_names_the_runs_of_a_comparison_and_refuses_diverged_weights(trai
     torch.save(state, trained / "ckpt.pt")
     code, _, err = run_cli(["sample", "--ckpt", str(trained)], capsys)
     assert_one_line_error(code, err, "non-finite weights")
+
+
+def _actions(parser):
+    import argparse
+
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                yield from _actions(sub)
+        elif not isinstance(a, argparse._HelpAction | argparse._VersionAction):
+            yield parser.prog, a
+
+
+def test_every_option_has_help_and_shows_its_default():
+    from geoformer.cli import build_parser
+
+    missing = [f"{prog} {'/'.join(a.option_strings) or a.dest}" for prog, a in _actions(build_parser()) if not a.help]
+    assert not missing, missing
+    text = build_parser()._subparsers._group_actions[0].choices["sample"].format_help()
+    assert "(default: 200)" in text and "(default: 0.8)" in text
+
+
+def test_version_and_bare_command(capsys):
+    import geoformer
+
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.strip() == f"geoformer {geoformer.__version__}"
+    code, out, _ = run_cli([], capsys)
+    assert code == 0 and "train" in out and "claims" in out and "circuits" in out

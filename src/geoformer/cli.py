@@ -13,8 +13,21 @@ from pathlib import Path
 from geoformer.errors import GeoformerError
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help shows its default (flags and options without a default say nothing)."""
+
+    def _get_help_string(self, action):  # noqa: D102
+        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line (still exit status 2)."""
+    """argparse, but usage errors are one line (still exit status 2), and help shows defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -73,10 +86,18 @@ def cmd_train(args) -> int:
 
     # under torchrun rank 0 holds the folder's lock (every rank writes through it)
     lock = run_lock(out, "train") if distributed.info_from_env().is_main else contextlib.nullcontext()
-    with lock:
-        prepare_out_dir(out, resume=args.resume, force=args.force)
-        trainer = Trainer(cfg, out, resume=args.resume, quiet=args.quiet)
-        summary = trainer.fit(until=args.until)
+    created = not out.exists()
+    try:
+        with lock:
+            prepare_out_dir(out, resume=args.resume, force=args.force)
+            trainer = Trainer(cfg, out, resume=args.resume, quiet=args.quiet)
+            summary = trainer.fit(until=args.until)
+    except BaseException:
+        # a run that failed before writing anything (bad data, a bad option) leaves no empty --out folder
+        if created and out.is_dir() and all(p.name == ".lock" for p in out.iterdir()):
+            (out / ".lock").unlink(missing_ok=True)
+            out.rmdir()
+        raise
     if trainer.is_main:
         print(
             f"done: step {summary['step']}, val loss {summary['final_val_loss']:.4f} "
@@ -259,13 +280,13 @@ def _add_arc_args(p: argparse.ArgumentParser) -> None:
     e.add_argument(
         "--budget-cpu-s", type=float, default=60.0, help="cap per task in CPU seconds of this process"
     )
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--out", required=True)
+    e.add_argument("--seed", type=int, default=0, help="learner seed")
+    e.add_argument("--out", required=True, help="output folder (one JSON per task, summary.json)")
     e.add_argument("--force", action="store_true", help="re-run tasks whose JSON already exists in --out")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_arc_eval)
     s = sub.add_parser("show", help="render a task (and a prediction) as a PNG")
-    s.add_argument("task_id")
+    s.add_argument("task_id", help="an ARC task id, e.g. 00576224")
     s.add_argument("--dataset", default=None, help="arc1 | arc2 (default: search both)")
     s.add_argument("--pred", help="an `arc eval` output folder")
     s.add_argument("--out", help="PNG path (default: arc_TASK_ID.png)")
@@ -288,7 +309,7 @@ def cmd_circuits(args) -> int:
     if args.action == "train":
         continual.run_train(out, seed_ids=seed_ids, **common)
     elif args.action == "attribute":
-        models = Path(args.models) if args.models else None
+        models = Path(args.models) if getattr(args, "models", None) else None
         if models is not None and not models.is_dir():
             raise GeoformerError(f"--models {models} is not a folder of trained models (run circuits train first)")
         continual.run_attribute(out, models=models, seed_ids=seed_ids, **common)
@@ -312,8 +333,11 @@ def cmd_circuits(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import geoformer
+
     p = _Parser(prog="geoformer", description="Structure-aware transformers against a plain GPT baseline.")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    p.add_argument("--version", action="version", version=f"geoformer {geoformer.__version__}")
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser, metavar="COMMAND")
 
     t = sub.add_parser(
         "train", help="train one model; writes config.json, metrics.jsonl, summary.json, ckpt.pt"
@@ -329,20 +353,20 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="train variants x seeds on the same data and tokens; write a report")
     _add_config_args(c)
     c.add_argument("--variants", help="comma-separated variant names from the preset (default: all)")
-    c.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
-    c.add_argument("--out", required=True)
+    c.add_argument("--seeds", type=int, default=None, help="number of seeds (none: the preset's)")
+    c.add_argument("--out", required=True, help="comparison folder (runs/, results.json, report.*)")
     c.add_argument("--force", action="store_true", help="overwrite an existing comparison in --out")
-    c.add_argument("--resume", action="store_true", help="reuse finished runs already in --out")
-    c.add_argument("--quiet", action="store_true")
+    c.add_argument("--resume", action="store_true", help="reuse finished runs (same settings) already in --out")
+    c.add_argument("--quiet", action="store_true", help="a line per finished run instead of progress bars")
     c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("sample", help="generate text from a trained run")
     s.add_argument("--ckpt", required=True, help="a run folder (or its ckpt.pt)")
-    s.add_argument("--prompt", default="\n")
-    s.add_argument("--tokens", type=int, default=200, help="tokens to generate (default 200, at most 100,000)")
-    s.add_argument("--temperature", type=float, default=0.8, help="softmax temperature (default 0.8)")
-    s.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens (default: all)")
-    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    s.add_argument("--prompt", default="\n", help="text to continue")
+    s.add_argument("--tokens", type=int, default=200, help="tokens to generate (at most 100,000)")
+    s.add_argument("--temperature", type=float, default=0.8, help="softmax temperature")
+    s.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens (none: all tokens)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed")
     s.set_defaults(func=cmd_sample)
 
     b = sub.add_parser("bench", help="micro-benchmarks (ratios to a baseline measured in the same run)")
@@ -354,20 +378,27 @@ def build_parser() -> argparse.ArgumentParser:
     ci = sub.add_parser(
         "circuits", help="capability suites: train a model, attribute heads/neurons, continual learning"
     )
-    ci.add_argument("action", choices=["train", "attribute", "continual"])
-    ci.add_argument("--out", required=True)
-    ci.add_argument("--seeds", type=int, default=1, help="number of seeds (continual: use >= 3)")
-    ci.add_argument("--quick", action="store_true", help="small suites and few steps (a smoke run)")
-    ci.add_argument("--force", action="store_true", help="overwrite results already in --out")
-    ci.add_argument("--resume", action="store_true", help="continual: keep finished rows, run the rest")
-    ci.add_argument("--models", help="attribute: a `circuits train` folder to take the models from")
-    ci.add_argument("--methods", default="naive,ewc,protect,canary", help="continual: comma-separated methods")
-    ci.add_argument("--lr-mults", default="1", help="continual: phase-B lr multipliers, e.g. 1,10")
-    ci.add_argument(
-        "--seed-ids", help="train, attribute, continual: only these seeds (e.g. 2), e.g. to run seeds in parallel"
-    )
-    ci.add_argument("--quiet", action="store_true")
-    ci.set_defaults(func=cmd_circuits)
+    csub = ci.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    helps = {
+        "train": "train models on all five capability suites (train.json, seed<N>/ckpt.pt)",
+        "attribute": "head / neuron attribution and bridges of trained models (attribution.json, heatmaps)",
+        "continual": "suites A then B with naive / ewc / protect / canary training (continual.json, .md)",
+    }
+    for action, help_text in helps.items():
+        c2 = csub.add_parser(action, help=help_text)
+        c2.add_argument("--out", required=True, help="output folder")
+        c2.add_argument("--seeds", type=int, default=1, help="number of seeds (continual: use >= 3)")
+        c2.add_argument("--seed-ids", help="only these seeds, comma-separated (e.g. to run seeds in parallel)")
+        c2.add_argument("--quick", action="store_true", help="small suites and few steps (a smoke run)")
+        c2.add_argument("--force", action="store_true", help="overwrite results already in --out")
+        c2.add_argument("--quiet", action="store_true", help="no progress bars")
+        if action == "attribute":
+            c2.add_argument("--models", help="a `circuits train` folder to take the models from")
+        if action == "continual":
+            c2.add_argument("--resume", action="store_true", help="keep finished rows (same settings), run the rest")
+            c2.add_argument("--methods", default="naive,ewc,protect,canary", help="comma-separated methods")
+            c2.add_argument("--lr-mults", default="1", help="phase-B lr multipliers, e.g. 1,10")
+        c2.set_defaults(func=cmd_circuits)
 
     cl = sub.add_parser(
         "claims", help="run the claims ledger; writes CLAIMS.md, CLAIMS.html, claims.json and forest.png"
@@ -376,9 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--only", help="comma-separated claim ids (updates those rows of an existing ledger)")
     cl.add_argument("--out", help="the ledger folder")
     cl.add_argument("--force", action="store_true", help="overwrite a ledger already in --out")
-    cl.add_argument("--quiet", action="store_true")
+    cl.add_argument("--quiet", action="store_true", help="a line per finished run instead of progress bars")
     cl.add_argument(
-        "--max-seeds", type=int, default=None, help="cap the sequential looks (default 10: looks at 3, 5, 10 seeds)"
+        "--max-seeds", type=int, default=None, help="cap the sequential looks at this many seeds (none: looks at 3, 5, 10 seeds)"
     )
     cl.add_argument(
         "--stale",
@@ -401,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.cmd is None:  # bare `geoformer`: the command list
+        parser.print_help()
+        sys.exit(0)
     try:
         code = args.func(args)
     except GeoformerError as e:
