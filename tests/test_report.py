@@ -324,3 +324,15 @@ def test_extra_metric_keys_ignore_non_numeric():
     m[1]["grad_norm"] = 3
     m[1]["mixed"], m[2]["mixed"] = 1.0, "x"
     assert report.extra_metric_keys(res) == ["kappa", "grad_norm"]
+
+
+def test_deltas_are_signed_and_best_shows_only_when_it_differs(results):
+    text = format_table(results)
+    deltas = [c for c in text.split() if c.startswith(("+0.", "-0.", "[+", "[-"))]
+    assert deltas and all(c[0] in "+-[" for c in deltas)
+    assert not any("= final" in row for row in text.splitlines()[2:-1])  # best = final - 0.01 in every run here
+    for v in results["variants"].values():
+        for r in v["runs"]:
+            r["summary"]["best_val_loss"] = r["summary"]["final_val_loss"]
+    rows = format_table(results).splitlines()[2:-1]
+    assert all("= final" in row for row in rows)

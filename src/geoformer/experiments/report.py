@@ -204,6 +204,9 @@ def summarize(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             "final_val_loss_std": final_s,
             "best_val_loss_mean": best_m,
             "best_val_loss_std": best_s,
+            "best_is_final": bool(ok) and all(
+                _num(r["summary"].get("best_val_loss")) == _num(r["summary"].get("final_val_loss")) for r in ok
+            ),
             "perplexity": math.exp(final_m) if _finite(final_m) and final_m < 700 else math.nan,
             "tokens_per_s_mean": tps_m,
             "tokens_per_s_std": tps_s,
@@ -265,6 +268,13 @@ def _fmt_mean_std(m: float, s: float, n: int, spec: str) -> str:
     return format(m, spec)
 
 
+def _fmt_best(row: Mapping[str, Any], n_ok: int) -> str:
+    """The best validation loss, or "= final" when every run's best was its last evaluation."""
+    if row.get("best_is_final"):
+        return "= final"
+    return _fmt_mean_std(row["best_val_loss_mean"], row["best_val_loss_std"], n_ok, ".3f")
+
+
 def _fmt_ppl(p: float) -> str:
     if not _finite(p):
         return "n/a"
@@ -281,8 +291,8 @@ def _fmt_delta(row: Mapping[str, Any]) -> str:
         return "n/a"
     if _finite(lo) and _finite(hi):
         tag = " (welch)" if row.get("delta_method") == "welch" else ""
-        return f"{m:.3f} [{lo:.3f}, {hi:.3f}]{tag}"
-    return f"{m:.3f} (n={row['delta_n']})"
+        return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]{tag}"
+    return f"{m:+.3f} (n={row['delta_n']})"
 
 
 def _cells(row: Mapping[str, Any]) -> list[str]:
@@ -294,7 +304,7 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
         seeds,
         f"{row['params']:,}" if row["params"] is not None else "n/a",
         loss or _fmt_mean_std(row["final_val_loss_mean"], row["final_val_loss_std"], n_ok, ".3f"),
-        loss or _fmt_mean_std(row["best_val_loss_mean"], row["best_val_loss_std"], n_ok, ".3f"),
+        loss or _fmt_best(row, n_ok),
         loss or _fmt_ppl(row["perplexity"]),
         _fmt_delta(row),
         row["vs_baseline"],
@@ -490,47 +500,38 @@ def _highlight_baseline(bars, rows) -> None:
 
 
 def _plot_final_loss(plt, results, rows, colors, path: Path) -> None:
-    """Bar per variant: mean final val loss with ±std error bars; baseline hatched + dashed line."""
-    names = [r["name"] for r in rows]
-    means = np.array([r["final_val_loss_mean"] for r in rows], dtype=float)
-    stds = np.array([r["final_val_loss_std"] if r["n_ok"] >= 2 else 0.0 for r in rows], dtype=float)
-    stds = np.nan_to_num(stds)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(rows) + 2), 3.8))
+    """A dot per variant: mean final val loss with its 95% t-interval (the interval of the mean over seeds, not
+    the spread), the baseline's mean as a dashed line; no bars, so no truncated axis is needed."""
+    from geoformer.experiments.stats import t_quantile
+
+    fig, ax = plt.subplots(figsize=(7.0, max(2.4, 0.42 * len(rows) + 1.2)))
     try:
-        finite = np.isfinite(means)
-        heights = np.where(finite, means, 0.0)
-        bars = ax.bar(range(len(rows)), heights, color=[colors[n] for n in names], alpha=0.85)
-        _error_bars(ax, means, stds, [r["n_ok"] for r in rows])
-        _highlight_baseline(bars, rows)
-        if finite.any():
-            lo = float(np.min((means - stds)[finite]))
-            hi = float(np.max((means + stds)[finite]))
-            span = max(hi - lo, 0.02 * max(abs(hi), 1e-6), 1e-3)
-            bottom = max(0.0, lo - 1.2 * span)
-            top = hi + 0.9 * span
-            ax.set_ylim(bottom, top)
-            ylabel = "final val loss" + (" (axis truncated)" if bottom > 0 else "")
-        else:
-            bottom, top, span = 0.0, 1.0, 1.0
-            ylabel = "final val loss"
+        ys = list(range(len(rows)))[::-1]
         base = next((r for r in rows if r["is_baseline"]), None)
         if base is not None and _finite(base["final_val_loss_mean"]):
-            ax.axhline(base["final_val_loss_mean"], color=_BASELINE_COLOR, ls="--", lw=0.9, alpha=0.7)
-        for i, row in enumerate(rows):
-            if row["status"] == "diverged":
-                ax.text(i, bottom + 0.05 * (top - bottom), "diverged", ha="center", va="bottom",
-                        fontsize=8, color="firebrick", rotation=90)  # fmt: skip
+            ax.axvline(base["final_val_loss_mean"], color=_BASELINE_COLOR, ls="--", lw=0.9, alpha=0.7)
+        for y, row in zip(ys, rows, strict=True):
+            m, s_, n = row["final_val_loss_mean"], row["final_val_loss_std"], row["n_ok"]
+            if row["status"] == "diverged" or not _finite(m):
+                ax.text(0.01, y, "diverged", transform=ax.get_yaxis_transform(), color="firebrick", fontsize=8,
+                        va="center")  # fmt: skip
                 continue
-            text = f"{row['final_val_loss_mean']:.3f}"
+            half = t_quantile(n - 1) * s_ / math.sqrt(n) if n >= 2 and _finite(s_) else 0.0
+            c = colors[row["name"]]
+            ax.errorbar(m, y, xerr=half if half > 0 else None, fmt="o", color=c, ecolor=c, capsize=3, ms=6,
+                        markeredgecolor="black" if row["is_baseline"] else c)  # fmt: skip
+            note = f"{m:.3f}" + (f" ± {half:.3f}" if half > 0 else "")
             if row["vs_baseline"] in (VERDICT_BETTER, VERDICT_WORSE):
-                text += f"\n{row['vs_baseline']}"
-            ax.text(i, means[i] + stds[i] + 0.05 * span, text, ha="center", va="bottom", fontsize=7.5,
-                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.8, "alpha": 0.85})  # fmt: skip
-        _bar_ticks(ax, names, _tick_labels(results, rows))
-        ax.set_ylabel(ylabel)
+                note += f"  {row['vs_baseline']}"
+            ax.annotate(note, (m + half, y), xytext=(6, 0), textcoords="offset points", va="center", fontsize=7.5)
+        ax.set_yticks(ys)
+        ax.set_yticklabels([lab.replace("\n", " ") for lab in _tick_labels(results, rows)], fontsize=8)
+        ax.set_xlabel("final validation loss (nats/token)")
         n = max((r["n_ok"] for r in rows), default=0)
-        ax.set_title(f"Final validation loss (mean{' ± std' if n >= 2 else ''}, {n} seed{'s' * (n != 1)})")
-        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(f"Final validation loss: mean and 95% interval of the mean ({n} seed{'s' * (n != 1)})")
+        ax.grid(axis="x", alpha=0.3)
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(lo, hi + 0.25 * (hi - lo))  # room for the labels
         fig.tight_layout()
         fig.savefig(path, dpi=DPI)
     finally:
@@ -627,8 +628,8 @@ _PLOTS = (
      "Validation loss vs tokens (mean over seeds, shaded ± std); dashed thin lines are training loss. "
      "Right panel zooms on the second half of training."),
     ("final_loss", "Final validation loss",
-     "Mean final validation loss per variant with ± std error bars; the hatched bar and dashed line "
-     "are the baseline."),
+     "Mean final validation loss per variant (dot) with the 95% t-interval of that mean over seeds; the dashed "
+     "line is the baseline's mean."),
     ("throughput", "Throughput and memory",
      "Training tokens/s (labels: ratio to the baseline) and peak resident memory per variant."),
     ("extra_metrics", "Extra metrics",
@@ -649,8 +650,13 @@ def _how_to_read(results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) 
         f"**vs baseline** reads *better* when the whole interval is below 0, *worse* when it is above 0, "
         f'and *no significant difference* otherwise — which is not the same as "equal": with few seeds '
         f"the interval is wide. With a single seed there is no interval (n/a).",
-        "Loss is ± the sample standard deviation over seeds; PPL is exp(mean final val loss). "
-        "Tokens/s, the × baseline ratio, peak RSS and wall time were measured in this same run on the "
+        "Loss is ± the sample standard deviation over seeds; PPL is exp(mean final val loss). In metrics.jsonl and "
+        "the curves, the training loss of an evaluation is the mean over the steps since the previous one; the "
+        "validation loss is measured at that step (fixed batches). 'Best' is shown only where some run's best "
+        "evaluation was not its last. "
+        "Tokens/s is tokens trained / time spent in training steps (evaluations and checkpoints excluded, every "
+        "segment of a resumed run included). Tokens/s, the × baseline ratio, peak RSS and wall time were measured "
+        "in this same run on the "
         "same machine with the same data and token budget, so they compare with each other but not with "
         "numbers from other machines.",
     ]
