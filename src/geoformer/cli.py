@@ -450,6 +450,14 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         code = 130
+    except RuntimeError as e:
+        if not type(e).__module__.startswith("torch.distributed"):
+            raise
+        # a peer froze or died: the collective gave up after train.dist_timeout_s (torch's default is 30 minutes)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"geoformer: error: a torch.distributed collective failed ({type(e).__name__}: {first[:160]}); "
+              "a rank froze or died; the last checkpoint is intact (--resume)", file=sys.stderr)  # fmt: skip
+        code = 2
     finally:
         from geoformer.train import distributed
 
