@@ -123,7 +123,7 @@ def run_trainer_once(cfg: RunConfig, data: gdata.TokenData, steps: int, warmup: 
 
 def run_hand_once(cfg: RunConfig, data: gdata.TokenData, steps: int, warmup: int) -> dict[str, float]:
     """Tokens/s of the minimal nanoGPT loop over ``steps`` steps after ``warmup``, and its last loss."""
-    from geoformer.train.trainer import pick_device
+    from geoformer.train.trainer import build_optimizer, pick_device
 
     t, m = cfg.train, cfg.model
     device = pick_device(t.device)
@@ -131,12 +131,8 @@ def run_hand_once(cfg: RunConfig, data: gdata.TokenData, steps: int, warmup: int
         torch.set_num_threads(t.threads)
     torch.manual_seed(cfg.seed)
     model = GPT(m).to(device).train()
-    opt = torch.optim.AdamW(
-        model.param_groups(t.weight_decay),
-        lr=t.lr,
-        betas=(t.beta1, t.beta2),
-        **({"fused": True} if device.type == "cuda" else {}),
-    )
+    # the trainer's own optimizer (AdamW, or Muon + AdamW for the modern recipe): the loops differ only in the loop
+    opt = build_optimizer(model.param_groups(t.weight_decay), t, device, model)
     lrs = lr_values(cfg, warmup + steps)
     autocast = autocast_for(cfg, device)
     gen = torch.Generator().manual_seed(cfg.seed)
