@@ -386,3 +386,99 @@ def test_attention_stats_group_heads_by_irrep():
     stats = attention_stats(GPT(cfg), torch.randint(0, 11, (2, 8)))
     assert {"row_std/l0", "row_std/l1", "row_std/l2", "entropy/l2", "row_std/L1.8.l2"} <= set(stats)
     assert all(math.isfinite(v) for v in stats.values())
+
+
+# ------------------------------------------------------------------------------------------ many rotations
+N_ROT = 24  # random global rotations per spin
+
+
+def random_rotations(n, seed):
+    """``n`` rotation vectors spread over SO(3): uniform axes, angles uniform in [0, pi)."""
+    gen = torch.Generator().manual_seed(seed)
+    axis = torch.randn(n, 3, generator=gen, **F64)
+    return axis / axis.norm(dim=-1, keepdim=True) * torch.rand(n, 1, generator=gen, **F64) * math.pi
+
+
+def gauge_transform_batch(g, l, mu, L, R, mode):
+    """All ``N = len(g)`` global transformations at once, stacked on the batch axis (N * B, ...):
+    ``mu -> rho mu``, ``Sigma -> rho Sigma rho^T`` (re-factored by Cholesky), ``R -> rho R`` (``"left"``) or
+    ``rho R rho^T`` (``"conj"``), ``rho = D^l(g)``. The frames are transformed as matrices (no log map)."""
+    rho = so3.exp_map(g, l)
+    K = 2 * l + 1
+    r = rho.view(len(g), 1, 1, 1, K, K)
+    cov = r @ L @ L.mT @ r.mT
+    L2 = torch.linalg.cholesky(0.5 * (cov + cov.mT))
+    R2 = r @ R if mode == "left" else r @ R @ r.mT
+    mu2 = (r @ mu.unsqueeze(-1)).squeeze(-1)
+    return mu2.flatten(0, 1), L2.flatten(0, 1), R2.flatten(0, 1), rho
+
+
+def check_invariance_over_rotations(mu, sigma, R, l, *, diag, inv_temp, seed, tol=1e-10):
+    """The kernel's invariance for ``N_ROT`` random ``g`` and both frame actions: the weights (fused and
+    pairwise, causal and not) and the KL matrix are unchanged, the head outputs rotate as ``rho m``."""
+    L = as_cholesky(sigma, diag)
+    N = N_ROT
+    g = random_rotations(N, seed)
+    kw = dict(inv_temp=inv_temp)
+    w = {(c, p): GK.gauge_kl_weights(mu, sigma, R, diag=diag, causal=c, pairwise=p, **kw)
+         for c in (True, False) for p in (False, True)}  # fmt: skip
+    kl = GK.kl_matrix_pairwise(mu, sigma, R, diag=diag)
+    out = GK.gauge_kl_attention(mu, sigma, R, diag=diag, **kw)
+    for mode in ("left", "conj"):
+        mu2, L2, R2, rho = gauge_transform_batch(g, l, mu, L, R, mode)
+        close(rho @ rho.mT, torch.eye(2 * l + 1, **F64).expand_as(rho), 1e-13)  # rho = D^l(g) is orthogonal
+        for (c, p), ref in w.items():
+            got = GK.gauge_kl_weights(mu2, L2, R2, diag=False, causal=c, pairwise=p, **kw)
+            close(got.view(N, *ref.shape), ref.expand(N, *ref.shape), tol)
+        for fn in (GK.kl_matrix, GK.kl_matrix_pairwise):  # entries up to ~1e2: relative
+            close(fn(mu2, L2, R2, diag=False).view(N, *kl.shape), kl.expand(N, *kl.shape), tol, rtol=tol)
+        rho_b = rho.view(N, 1, 1, 1, *rho.shape[-2:])
+        out2 = GK.gauge_kl_attention(mu2, L2, R2, diag=False, **kw).view(N, *out.shape)
+        close(out2, (rho_b @ out.unsqueeze(-1)).squeeze(-1), tol)
+        if l > 0:  # not vacuous: rotating the beliefs but not the frames moves the KL, for every g
+            bad = GK.kl_matrix_pairwise(mu2, L2, R.repeat(N, *[1] * (R.dim() - 1)), diag=False)
+            moved = (bad.view(N, *kl.shape) - kl).abs().flatten(1).amax(1)
+            assert moved.min() > 1e-2, moved.min()
+    return w[True, False]
+
+
+@pytest.mark.parametrize("l", [0, 1, 2, 3])
+@pytest.mark.parametrize("cov", ["diag", "full"])
+@pytest.mark.parametrize("frame", ["token", "head"])
+def test_gauge_invariance_over_many_rotations(l, cov, frame):
+    """``frame = "token"``: one frame per token shared by the heads (R of shape (B, 1, T, K, K)); ``"head"``:
+    one per head. Diagonal beliefs are compared through the full path (rho Sigma rho^T is not diagonal)."""
+    mu, sigma, phi = beliefs(B=2, H=3, T=6, l=l, cov=cov, shared=frame == "token", seed=20 + l, spread=2.0)
+    inv_temp = torch.tensor([0.5, 1.0, 2.0], **F64).view(3, 1, 1)
+    w = check_invariance_over_rotations(
+        mu, sigma, so3.exp_map(phi, l), l, diag=cov == "diag", inv_temp=inv_temp, seed=l
+    )
+    if l > 0:
+        assert w[:, :, 1:].std() > 0.05  # far from uniform: the invariance is not that of a constant
+
+
+def test_spin_zero_gauge_action_is_trivial():
+    """D^0(g) = 1 for every g, so for l = 0 the invariance above holds by construction (checked for the record)."""
+    rho = so3.exp_map(random_rotations(N_ROT, 0), 0)
+    assert torch.equal(rho, torch.ones(N_ROT, 1, 1, **F64))
+
+
+@pytest.mark.parametrize("cov", ["diag", "full"])
+@pytest.mark.parametrize("frame", ["token", "head"])
+def test_module_beliefs_gauge_invariant_over_many_rotations(cov, frame):
+    """The module's own beliefs (both ``frame`` settings, spins 0..3): the weights it would compute from them are
+    invariant under every one of the ``N_ROT`` global rotations (the linear maps themselves are not equivariant,
+    so the symmetry acts on the beliefs, not on x)."""
+    spec = [["l0", 1, 1], ["l1", 2, 3], ["l2", 1, 5], ["l3", 1, 7]]
+    torch.manual_seed(0)  # default init (build() spreads the beliefs to KLs ~1e6, where Cholesky loses digits)
+    options = dict(irrep_spec=spec, cov=cov, frame=frame, kappa=10.0)
+    m = attention.build("gauge_kl", 24, 3, dropout=0.0, bias=True, block_size=6, options=options).double()
+    x = torch.randn(2, 6, 24, generator=torch.Generator().manual_seed(1), **F64)
+    with torch.no_grad():
+        groups = m.beliefs(x)
+    assert [gr.l for gr in m.groups] == [0, 1, 2, 3]
+    for gr, (mu, sigma, R), inv_temp in zip(m.groups, groups, m.inv_temps(), strict=True):
+        assert R.size(1) == (1 if frame == "token" else gr.n_heads)
+        w = check_invariance_over_rotations(mu, sigma, R, gr.l, diag=m.diag, inv_temp=inv_temp, seed=100 + gr.l)
+        if gr.l > 0:
+            assert w[:, :, 1:].std() > 0.05  # kappa = 10 against KLs ~10-100: weights far from uniform and one-hot

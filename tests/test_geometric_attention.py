@@ -336,3 +336,74 @@ def test_trains_inside_gpt_without_nan(kind, opts):
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0]
+
+
+# ------------------------------------------------------------------------------------------ gradients
+def gradcheck_module(m, x, **kw):
+    """``torch.autograd.gradcheck`` of ``x, *params -> m(x)`` (float64, central differences): the analytic
+    gradients w.r.t. the input and every trainable weight (through ``torch.func.functional_call``)."""
+    params = {k: p.detach().clone().requires_grad_() for k, p in m.named_parameters() if p.requires_grad}
+    names_ = list(params)
+    assert {"c_attn.weight", "c_proj.weight"} <= set(names_)
+
+    def f(x, *ps):
+        return torch.func.functional_call(m, dict(zip(names_, ps, strict=True)), (x,))
+
+    return torch.autograd.gradcheck(f, (x.requires_grad_(), *params.values()), eps=1e-6, atol=1e-7, rtol=1e-5, **kw)
+
+
+GRAD_VARIANTS = ["hyperbolic", "hyperbolic-tangent", "fisher_rao", "fisher_rao-bc", "quantum", "quantum-features"]
+
+
+@pytest.mark.parametrize("variant", GRAD_VARIANTS)
+def test_gradcheck_input_and_weights(variant):
+    """Small sizes (C = 8, H = 2, T = 6) so the full Jacobian check takes a few seconds at most. Away from the
+    non-differentiable points: hyperbolic points stay well inside the ball (no projection to the rim is active),
+    Fisher-Rao distances are not 0 (cdist), the quantum states are not 0 (normalisation); none has a top-k."""
+    kind, opts = VARIANTS[variant]
+    torch.manual_seed(0)
+    m = attention.build(kind, 8, 2, dropout=0.0, bias=True, block_size=6, options=opts).double().eval()
+    x = 0.5 * torch.randn(2, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    q, k, v = m.split_heads(x)
+    if kind == "hyperbolic":
+        sc = m.curvature().sqrt().double()
+        radius = torch.cat([torch.tanh(sc.unsqueeze(-1) * t.norm(dim=-1, keepdim=True)) for t in (q, k, v)], -2)
+        assert radius.max() < 0.99  # sqrt(c)|x| < 0.99: the projection acts only above 1 - 1e-5
+    if kind == "fisher_rao":
+        sp, sr = fisher.sqrt_categorical(q), fisher.sqrt_categorical(k)
+        d = torch.cdist(sp, sr)
+        assert d.min() > 1e-3  # cdist's kink is at 0 (asin's argument is at most sqrt(2) / 2: smooth)
+    if kind == "quantum":
+        assert q.norm(dim=-1).min() > 0.1 and k.norm(dim=-1).min() > 0.1
+    assert gradcheck_module(m, x)
+
+
+def test_gradcheck_quantum_tiled():
+    """tile = 2, refine = 2 at T = 8: query tiles 2 and 3 choose 1 of 2 or 3 past tiles. The choice (a top-k on
+    the tile scores) is piecewise constant; the check is valid where no perturbation can change it, so the gap
+    between the chosen and the best rejected tile score must be far above what eps = 1e-6 can move."""
+    torch.manual_seed(0)
+    opts = {"tile": 2, "refine": 2}
+    m = attention.build("quantum", 8, 2, dropout=0.0, bias=True, block_size=8, options=opts).double().eval()
+    x = torch.randn(2, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    q, k, _ = m.split_heads(x)
+    fq = fisher.fidelity_features(*m._states(q)) * m._beta(q.dtype)
+    fk = fisher.fidelity_features(*m._states(k))
+    assert selection_margin(fq, fk, tile=2, refine=2, scale=1.0) > 1e-3
+    assert gradcheck_module(m, x)
+
+
+def selection_margin(q, k, *, tile, refine, scale):
+    """Smallest gap, over query tiles with more past tiles than refined slots, between the last chosen and the
+    best rejected past-tile score (the distance of the top-k choice from a tie)."""
+    from geoformer.attention.tiled import tile_selection
+
+    s = tile_selection(q, k, k, tile=tile, refine=refine, scale=scale)["scores"]
+    n_t = s.size(-1)
+    gaps = [
+        (top[..., refine - 2] - top[..., refine - 1]).min()
+        for i in range(refine, n_t)
+        for top in [s[..., i, :i].sort(dim=-1, descending=True).values]
+    ]
+    assert gaps, "no query tile has a choice to make"
+    return torch.stack(gaps).min().item()

@@ -211,3 +211,58 @@ def test_custom_score_path_equals_sdpa_path():
         tiled_attention(
             q, k, v, tile=4, refine=2, backend="flex", score=lambda x, y: x @ y.mT, summary=(q, k)
         )
+
+
+# ------------------------------------------------------------------------------------------ gradients
+def selection_margin(q, k, *, tile, refine, scale):
+    """Smallest gap, over query tiles with more past tiles than refined slots, between the last chosen and the
+    best rejected past-tile score: how far the top-k tile choice is from a tie."""
+    s = tile_selection(q, k, k, tile=tile, refine=refine, scale=scale)["scores"]
+    n_t = s.size(-1)
+    gaps = [
+        (top[..., refine - 2] - top[..., refine - 1]).min()
+        for i in range(refine, n_t)
+        for top in [s[..., i, :i].sort(dim=-1, descending=True).values]
+    ]
+    assert gaps, "no query tile has a choice to make"
+    return torch.stack(gaps).min().item()
+
+
+@pytest.mark.parametrize("coarse", [True, False])
+@pytest.mark.parametrize("tile,refine", [(2, 2), (3, 2), (2, 3)])
+def test_module_gradcheck_input_and_weights(tile, refine, coarse):
+    """Full float64 Jacobian check of ``x, W -> tiled(x)`` w.r.t. the input and every weight (C = 8, H = 2,
+    T = 8: about a second each). The tile choice is a top-k of the tile scores, piecewise constant in x: the
+    check is only meaningful where no perturbation of size eps = 1e-6 can flip it, so the seed is one whose
+    smallest gap between a chosen and a rejected tile score is > 1e-3 (asserted), and the rejected tiles make
+    the choice matter (summary tokens with ``coarse``, dropped keys without)."""
+    torch.manual_seed(0)
+    m = attention.build(
+        "tiled", 8, 2, dropout=0.0, bias=True, block_size=8, options={"tile": tile, "refine": refine, "coarse": coarse}
+    ).double().eval()
+    x = torch.randn(2, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    q, k, _ = m.split_heads(x)
+    assert selection_margin(q, k, tile=tile, refine=refine, scale=1 / math.sqrt(4)) > 1e-3
+    _, info = tiled_attention(q, k, k, tile=tile, refine=refine)
+    n_t = -(-8 // tile)
+    assert info["refined"].sum() < 2 * 2 * n_t * (n_t + 1) // 2  # some causal tile pairs are not refined
+    params = {n: p.detach().clone().requires_grad_() for n, p in m.named_parameters()}
+    names = list(params)
+
+    def f(x, *ps):
+        return torch.func.functional_call(m, dict(zip(names, ps, strict=True)), (x,))
+
+    assert torch.autograd.gradcheck(
+        f, (x.requires_grad_(), *params.values()), eps=1e-6, atol=1e-7, rtol=1e-5
+    )
+
+
+def test_kernel_gradcheck_q_k_v():
+    """The kernel alone, w.r.t. q, k and v (T = 9: a partial last tile), with the same no-tie precondition."""
+    q, k, v = qkv(B=1, H=2, T=9, D=4, seed=5)
+    assert selection_margin(q, k, tile=2, refine=2, scale=0.5) > 1e-3
+    for coarse in (True, False):
+        fn = lambda q, k, v, coarse=coarse: tiled_attention(q, k, v, tile=2, refine=2, coarse=coarse)[0]
+        assert torch.autograd.gradcheck(
+            fn, tuple(t.clone().requires_grad_() for t in (q, k, v)), eps=1e-6, atol=1e-7, rtol=1e-5
+        )
