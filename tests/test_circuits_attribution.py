@@ -205,12 +205,6 @@ def test_patching_the_only_carrier_head_restores_exactly(suite):
             assert torch.equal(logits_of(model, suite.inputs), clean)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: patch_heads (and ablate_heads / ablate_neurons) store per-component log-probs in "
-    "torch.zeros(L, H), i.e. float32, whatever the model dtype, while lp_clean / lp_corrupt stay float64; "
-    "restoration = (lp32 - lp_corrupt64) / denom is float32 and off by float32 rounding (1 - 5e-7 here, not 1)",
-)
 def test_patching_restores_exactly_in_float64(suite):
     model = single_path_model(torch.float64)
     res = A.patch_heads(model, suite)

@@ -147,6 +147,11 @@ def site_means(model: nn.Module, suite: Suite) -> dict[str, list[torch.Tensor]]:
     return out
 
 
+def _dtype(model: nn.Module) -> torch.dtype:
+    """The model's floating dtype: per-component metrics are stored in it, so float64 models stay exact."""
+    return next(p.dtype for p in model.parameters() if p.is_floating_point())
+
+
 @torch.no_grad()
 def ablate_heads(
     model: nn.Module, suite: Suite, mode: str = "zero", means: dict | None = None
@@ -158,7 +163,8 @@ def ablate_heads(
         means = site_means(model, suite)
     logits, _ = model(suite.inputs)
     acc0, lp0 = _metrics(logits, suite.targets, 1)
-    acc, lp = torch.zeros(L, H), torch.zeros(L, H)
+    dt = _dtype(model)
+    acc, lp = torch.zeros(L, H, dtype=dt), torch.zeros(L, H, dtype=dt)
     onehot = torch.eye(H).view(H, 1, 1, H, 1)  # variant v edits head v
     x = suite.inputs.repeat(H, 1)
     for layer in range(L):
@@ -187,13 +193,14 @@ def ablate_neurons(
     if mode == "mean" and means is None:
         means = site_means(model, suite)
     U = _blocks(model)[0].mlp.c_fc.out_features
-    acc, lp = torch.zeros(L, U), torch.zeros(L, U)
+    dt = _dtype(model)
+    acc, lp = torch.zeros(L, U, dtype=dt), torch.zeros(L, U, dtype=dt)
     acc0, lp0 = _metrics(model(suite.inputs)[0], suite.targets, 1)
     for layer in range(L):
         for start in range(0, U, chunk):
             idx = torch.arange(start, min(start + chunk, U))
             V = len(idx)
-            onehot = torch.zeros(V, U)
+            onehot = torch.zeros(V, U, dtype=dt)
             onehot[torch.arange(V), idx] = 1
             onehot = onehot.view(V, 1, 1, U)
 
@@ -225,7 +232,7 @@ def patch_heads(model: nn.Module, suite: Suite) -> dict[str, torch.Tensor]:
     lp_corrupt = answer_logprob(logits_c, suite.targets).mean()
     onehot = torch.eye(H).view(H, 1, 1, H, 1)
     x = suite.corrupt_inputs.repeat(H, 1)
-    lp = torch.zeros(L, H)
+    lp = torch.zeros(L, H, dtype=lp_clean.dtype)
     for layer in range(L):
         cz = clean_z[layer]
 
