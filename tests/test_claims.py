@@ -100,6 +100,19 @@ def test_only_updates_rows_a_broken_check_is_reported_and_errors_are_one_line(tm
         L.run_ledger(out=tmp_path / "o", quick=True, only=["", ""], quiet=True)
 
 
+def test_rows_not_yet_measured_are_listed_apart_and_not_counted(tmp_path, fake_rows):
+    fake_rows["t-a"] = fake_row("t-a", [-1.0] * 10)
+    fake_rows["t-b"] = fake_row("t-b", [0.0] * 10)
+    L.run_ledger(out=tmp_path, quick=False, only=["t-b"], quiet=True)
+    md = (tmp_path / "CLAIMS.md").read_text()
+    head, pending = md.split("## Claims registered but not yet measured in this ledger")
+    assert "1 rows: 0 reproduced, 1 not reproduced, 0 inconclusive" in head and "| t-a |" not in head
+    assert "| t-a | claim t-a \\| with a pipe |" in pending and "| t-b |" not in pending
+    assert "not yet measured" in (tmp_path / "CLAIMS.html").read_text()
+    L.run_ledger(out=tmp_path, quick=False, only=["t-a"], quiet=True)
+    assert "not yet measured" not in (tmp_path / "CLAIMS.md").read_text()
+
+
 def test_merge_keeps_each_rows_provenance(tmp_path, fake_rows):
     for i in ("t-a", "t-b", "t-c"):
         fake_rows[i] = fake_row(i, [-1.0] * 10)

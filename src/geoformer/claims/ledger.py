@@ -216,6 +216,12 @@ def _prov_cells(r: dict[str, Any]) -> tuple[str, str, str]:
     return (str(n) if n else "-"), commit, (p.get("date") or "?") + (" (quick)" if p.get("mode") == "quick" else "")
 
 
+def unmeasured(rows: list[dict[str, Any]]) -> list[Row]:
+    """The registered rows that ``rows`` (a ledger) holds no measurement of, in registry order."""
+    have = {r["id"] for r in rows}
+    return [row for i, row in all_rows().items() if i not in have]
+
+
 def totals(rows: list[dict[str, Any]]) -> dict[str, int]:
     return {v: sum(r["verdict"] == v for r in rows) for v in OUTCOMES}
 
@@ -258,6 +264,19 @@ def render_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], plot: bool
         cells = [r["id"], r["claim"], r["source"], r["experiment"], r["measured"], f"**{r['verdict']}**",
                  r["rule"], n, commit, date]  # fmt: skip
         lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    pending = unmeasured(rows)
+    if pending:
+        lines += [
+            "",
+            "## Claims registered but not yet measured in this ledger",
+            "",
+            f"{len(pending)} rows have an experiment but no measurement here yet (none is counted in the totals "
+            "above); `geoformer claims --only ID --out DIR` measures one.",
+            "",
+            "| id | claim | source | experiment |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {_md(r.id)} | {_md(r.claim)} | {_md(r.source)} | {_md(r.experiment)} |" for r in pending]
     un = untestable()
     if un:
         lines += [
@@ -295,6 +314,16 @@ def render_html(rows: list[dict[str, Any]], meta: dict[str, Any], plot_path: Pat
             + "".join(f"<td>{esc(str(c))}</td>" for c in (r.get("reason", ""), r["rule"], n, commit, date))
             + "</tr>"
         )
+    pending = "".join(
+        f"<tr><td>{esc(r.id)}</td><td>{esc(r.claim)}</td><td>{esc(r.source)}</td><td>{esc(r.experiment)}</td></tr>"
+        for r in unmeasured(rows)
+    )
+    pending_html = (
+        "<h2>Claims registered but not yet measured in this ledger</h2><div class=\"wrap\"><table><tr><th>id</th>"
+        f"<th>claim</th><th>source</th><th>experiment</th></tr>{pending}</table></div>"
+        if pending
+        else ""
+    )
     un = "".join(
         f"<tr><td>{esc(u.id)}</td><td>{esc(u.claim)}</td><td>{esc(u.source)}</td><td>{esc(u.reason)}</td></tr>"
         for u in untestable().values()
@@ -309,6 +338,7 @@ td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}} th{{background:#f3
 {img}
 <div class="wrap"><table><tr><th>id</th><th>claim</th><th>source</th><th>experiment</th><th>measured</th><th>verdict</th>
 <th>why</th><th>rule</th><th>n</th><th>commit</th><th>date</th></tr>{''.join(body)}</table></div>
+{pending_html}
 <h2>Claims not tested here</h2><div class="wrap"><table><tr><th>id</th><th>claim</th><th>source</th><th>why not</th></tr>{un}</table></div>
 </body></html>
 """
