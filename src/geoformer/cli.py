@@ -160,14 +160,15 @@ def cmd_sample(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from geoformer.experiments.compare import run_compare
+    from geoformer.experiments.parallel import run_compare_parallel
 
     variants = None
     if args.variants is not None:
         variants = [v for v in args.variants.split(",") if v]
         if not variants:  # "," is not "all": an empty list is a mistake
             raise GeoformerError(f"--variants needs at least one variant name, got {args.variants!r}")
-    run_compare(
+    run_compare_parallel(
+        jobs=args.jobs,
         preset=args.preset,
         config=args.config,
         sets=args.set,
@@ -358,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="overwrite an existing comparison in --out")
     c.add_argument("--resume", action="store_true", help="reuse finished runs (same settings) already in --out")
     c.add_argument("--quiet", action="store_true", help="a line per finished run instead of progress bars")
+    c.add_argument("--jobs", type=int, default=1,
+                   help="train the runs in this many worker processes (same results as 1; default 1)")  # fmt: skip
     c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("sample", help="generate text from a trained run")

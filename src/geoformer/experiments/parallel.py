@@ -1,0 +1,110 @@
+"""``geoformer compare --jobs N``: the runs of a comparison trained in N worker processes.
+
+Every (variant, seed) run is independent and deterministic given its config, so the workers train them into
+the same folders a serial comparison would use (``<out>/runs/<variant>/seed<seed>``), then the serial
+:func:`~geoformer.experiments.compare.run_compare` assembles ``results.json`` and the report from the finished
+runs (``resume``: it reuses every run whose config matches, and trains none). Results are therefore the
+serial ones, bit for bit, as long as each run's thread count is the same (every preset pins
+``train.threads``; a config that leaves it at 0 gets ``cores // N`` threads per worker, which changes its
+floating-point reductions against a serial run on all cores).
+
+Workers are spawned (not forked: a forked torch with a live OpenMP pool can deadlock); on a machine with
+several CUDA devices worker ``i`` sees only device ``i mod count`` (``CUDA_VISIBLE_DEVICES``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from geoformer import config as C
+from geoformer.errors import GeoformerError
+
+
+def _init_worker(counter, n_jobs: int, n_gpus: int) -> None:
+    with counter.get_lock():
+        slot = counter.value
+        counter.value += 1
+    if n_gpus > 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % n_gpus)
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))  # a config with train.threads > 0 overrides
+
+
+def _train_one(cfg_dict: dict[str, Any], run_dir: str, resume: bool) -> tuple[str, float | None]:
+    from geoformer.experiments.compare import train_or_reuse
+
+    cfg = C.RunConfig.from_dict(cfg_dict)
+    run = train_or_reuse(cfg, Path(run_dir), resume=resume, quiet=True)
+    loss = run["summary"].get("final_val_loss")
+    return run_dir, loss
+
+
+def _cuda_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - no usable CUDA is "no GPU"
+        return 0
+
+
+def train_runs(jobs: list[tuple[C.RunConfig, Path]], n_jobs: int, *, resume: bool, quiet: bool) -> None:
+    """Train (or, with ``resume``, reuse) every ``(cfg, run_dir)`` in ``n_jobs`` worker processes."""
+    from tqdm.auto import tqdm
+
+    ctx = mp.get_context("spawn")
+    counter = ctx.Value("i", 0)
+    bar = tqdm(total=len(jobs), desc=f"compare ({n_jobs} workers)", disable=quiet, dynamic_ncols=True)
+    with ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(counter, n_jobs, _cuda_count())) as pool:  # fmt: skip
+        futures = {pool.submit(_train_one, cfg.to_dict(), str(d), resume): d for cfg, d in jobs}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for f in done:
+                err = f.exception()
+                if err is not None:
+                    for p in pending:
+                        p.cancel()
+                    if isinstance(err, GeoformerError):
+                        raise err
+                    raise GeoformerError(f"{futures[f]}: the run failed: {type(err).__name__}: {err}") from err
+                run_dir, loss = f.result()
+                bar.update(1)
+                if quiet:
+                    print(f"{Path(run_dir).parent.name} {Path(run_dir).name}: val loss {loss:.4f}", flush=True)
+    bar.close()
+
+
+def run_compare_parallel(*, jobs: int, **kw: Any) -> dict[str, Any]:
+    """:func:`~geoformer.experiments.compare.run_compare` with its runs trained in ``jobs`` processes."""
+    from geoformer.experiments import compare
+    from geoformer.train.run_lock import run_lock
+
+    if jobs < 1:
+        raise GeoformerError(f"--jobs must be >= 1, got {jobs}")
+    if jobs == 1:
+        return compare.run_compare(**kw)
+    if kw.get("preset") is None and kw.get("config") is None:
+        raise GeoformerError("give --preset NAME or --config FILE.toml")
+    raw = C.load_raw(kw.get("preset"), kw.get("config"))
+    parsed = C.parse_sets(kw.get("sets")) + list(kw.get("extra_sets") or [])
+    if kw.get("data") is not None:
+        parsed.append(("data.source", kw["data"]))
+    _, seed_list, configs, _ = compare.plan(raw, parsed, kw.get("variants"), kw.get("seeds"))
+    out = Path(kw["out"])
+    if out.exists() and not out.is_dir():
+        raise GeoformerError(f"--out {out} exists and is not a folder")
+    existing = [f for f in compare.COMPARE_FILES if (out / f).exists()]
+    if existing and not (kw.get("force") or kw.get("resume")):
+        raise GeoformerError(f"{out} already holds a comparison ({existing[0]}); use --resume or --force")
+    runs = [(cfgs[i], out / "runs" / name / f"seed{cfgs[i].seed}")
+            for i in range(len(seed_list)) for name, cfgs in configs.items()]  # fmt: skip
+    with run_lock(out, "comparison"):  # held across both phases (re-entrant in this process)
+        train_runs(runs, min(jobs, len(runs)), resume=bool(kw.get("resume")), quiet=bool(kw.get("quiet")))
+        return compare.run_compare(**{**kw, "resume": True, "force": False})
