@@ -66,3 +66,19 @@ def test_parallel_runs_equal_the_serial_ones_bit_for_bit(tmp_path, corpus, capsy
 def test_bad_jobs_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(["compare", "--preset", "quick", "--jobs", "0", "--out", str(tmp_path / "o")], capsys)
     assert_one_line_error(code, err, "--jobs must be >= 1")
+
+
+def test_submitit_local_launcher_gives_the_same_runs(tmp_path, corpus, capsys):
+    pytest.importorskip("submitit")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TOML.replace("seeds = 2", "seeds = 1"), encoding="utf-8")
+    serial = _compare(cfg, corpus, tmp_path / "serial", 1)
+    sub = _compare(cfg, corpus, tmp_path / "sub", 2, launcher="local", launcher_opts={"timeout_min": 10})
+    assert _losses(serial) == _losses(sub) and len(_losses(sub)) == 2
+    assert any((tmp_path / "sub" / "jobs").iterdir())  # submitit's job logs
+    with pytest.raises(GeoformerError, match="unknown launcher 'pbs'"):
+        _compare(cfg, corpus, tmp_path / "x", 2, launcher="pbs")
+    with pytest.raises(GeoformerError, match="--launcher-opt needs --launcher slurm or local"):
+        _compare(cfg, corpus, tmp_path / "x", 2, launcher_opts={"timeout_min": 1})
+    with pytest.raises(GeoformerError, match="--launcher-opt"):
+        _compare(cfg, corpus, tmp_path / "y", 2, launcher="local", launcher_opts={"no_such_option": 1})

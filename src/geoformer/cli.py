@@ -167,8 +167,16 @@ def cmd_compare(args) -> int:
         variants = [v for v in args.variants.split(",") if v]
         if not variants:  # "," is not "all": an empty list is a mistake
             raise GeoformerError(f"--variants needs at least one variant name, got {args.variants!r}")
+    opts = {}
+    for item in args.launcher_opt:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise GeoformerError(f"--launcher-opt wants KEY=VALUE, got {item!r}")
+        opts[key] = int(value) if value.lstrip("-").isdigit() else value
     run_compare_parallel(
         jobs=args.jobs,
+        launcher=args.launcher,
+        launcher_opts=opts,
         preset=args.preset,
         config=args.config,
         sets=args.set,
@@ -360,7 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true", help="reuse finished runs (same settings) already in --out")
     c.add_argument("--quiet", action="store_true", help="a line per finished run instead of progress bars")
     c.add_argument("--jobs", type=int, default=1,
-                   help="train the runs in this many worker processes (same results as 1; default 1)")  # fmt: skip
+                   help="train the runs in this many worker processes (same results as 1; default 1); "
+                   "with --launcher slurm: at most this many jobs at once")  # fmt: skip
+    c.add_argument("--launcher", default="processes",
+                   help="processes (this machine) | slurm (one submitit job per run) | local (submitit's local "
+                   "executor); default processes")  # fmt: skip
+    c.add_argument("--launcher-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a submitit executor option, e.g. slurm_partition=gpu, timeout_min=120, gpus_per_node=1")
     c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("sample", help="generate text from a trained run")

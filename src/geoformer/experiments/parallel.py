@@ -10,6 +10,12 @@ floating-point reductions against a serial run on all cores).
 
 Workers are spawned (not forked: a forked torch with a live OpenMP pool can deadlock); on a machine with
 several CUDA devices worker ``i`` sees only device ``i mod count`` (``CUDA_VISIBLE_DEVICES``).
+
+On a cluster, ``launcher="slurm"`` submits one job per run through submitit (the engine this field uses for
+SLURM: it pickles the call, submits a job array, and returns each job's result or traceback), with at most
+``jobs`` running at once (``slurm_array_parallelism``); ``launcher="local"`` runs submitit's local executor
+(subprocesses on this machine), which is how the path is tested without a cluster. Options such as
+``slurm_partition``, ``timeout_min`` or ``gpus_per_node`` pass through ``launcher_opts``.
 """
 
 from __future__ import annotations
@@ -81,14 +87,58 @@ def train_runs(jobs: list[tuple[C.RunConfig, Path]], n_jobs: int, *, resume: boo
     bar.close()
 
 
-def run_compare_parallel(*, jobs: int, **kw: Any) -> dict[str, Any]:
-    """:func:`~geoformer.experiments.compare.run_compare` with its runs trained in ``jobs`` processes."""
+LAUNCHERS = ("processes", "local", "slurm")
+
+
+def submit_runs(
+    jobs: list[tuple[C.RunConfig, Path]], n_jobs: int, folder: Path, *, cluster: str, resume: bool, quiet: bool,
+    opts: dict[str, Any] | None = None,
+) -> None:
+    """Train every ``(cfg, run_dir)`` as one submitit job each (``cluster`` "slurm" or "local"); job logs go
+    to ``folder``. A failed job is one line naming its run and the job's log folder."""
+    try:
+        import submitit
+    except ImportError:
+        raise GeoformerError("--launcher slurm/local needs submitit (pip install submitit)") from None
+    from tqdm.auto import tqdm
+
+    ex = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params: dict[str, Any] = {"timeout_min": 24 * 60, "name": "geoformer"}
+    if cluster == "slurm":
+        params["slurm_array_parallelism"] = n_jobs
+    try:
+        ex.update_parameters(**{**params, **(opts or {})})
+    except (ValueError, TypeError, NameError, AssertionError) as e:  # submitit's own checks of the options
+        raise GeoformerError(f"--launcher-opt: {str(e).splitlines()[0]}") from None
+    with ex.batch():
+        handles = [(d, ex.submit(_train_one, cfg.to_dict(), str(d), resume)) for cfg, d in jobs]
+    bar = tqdm(total=len(handles), desc=f"compare ({cluster} jobs)", disable=quiet, dynamic_ncols=True)
+    for d, job in handles:
+        try:
+            _, loss = job.result()
+        except Exception as e:  # noqa: BLE001 - submitit re-raises the job's failure as its own error type
+            raise GeoformerError(f"{d}: job {job.job_id} failed ({type(e).__name__}); its log is in {folder}") from e
+        bar.update(1)
+        if quiet:
+            print(f"{d.parent.name} {d.name}: val loss {loss:.4f}", flush=True)
+    bar.close()
+
+
+def run_compare_parallel(
+    *, jobs: int, launcher: str = "processes", launcher_opts: dict[str, Any] | None = None, **kw: Any
+) -> dict[str, Any]:
+    """:func:`~geoformer.experiments.compare.run_compare` with its runs trained in ``jobs`` processes, or as
+    submitit jobs (``launcher`` "slurm" / "local"), then assembled by the serial compare."""
     from geoformer.experiments import compare
     from geoformer.train.run_lock import run_lock
 
     if jobs < 1:
         raise GeoformerError(f"--jobs must be >= 1, got {jobs}")
-    if jobs == 1:
+    if launcher not in LAUNCHERS:
+        raise GeoformerError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
+    if launcher_opts and launcher == "processes":
+        raise GeoformerError("--launcher-opt needs --launcher slurm or local")
+    if jobs == 1 and launcher == "processes":
         return compare.run_compare(**kw)
     if kw.get("preset") is None and kw.get("config") is None:
         raise GeoformerError("give --preset NAME or --config FILE.toml")
@@ -105,6 +155,10 @@ def run_compare_parallel(*, jobs: int, **kw: Any) -> dict[str, Any]:
         raise GeoformerError(f"{out} already holds a comparison ({existing[0]}); use --resume or --force")
     runs = [(cfgs[i], out / "runs" / name / f"seed{cfgs[i].seed}")
             for i in range(len(seed_list)) for name, cfgs in configs.items()]  # fmt: skip
+    resume, quiet = bool(kw.get("resume")), bool(kw.get("quiet"))
     with run_lock(out, "comparison"):  # held across both phases (re-entrant in this process)
-        train_runs(runs, min(jobs, len(runs)), resume=bool(kw.get("resume")), quiet=bool(kw.get("quiet")))
+        if launcher == "processes":
+            train_runs(runs, min(jobs, len(runs)), resume=resume, quiet=quiet)
+        else:
+            submit_runs(runs, jobs, out / "jobs", cluster=launcher, resume=resume, quiet=quiet, opts=launcher_opts)
         return compare.run_compare(**{**kw, "resume": True, "force": False})
