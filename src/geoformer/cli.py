@@ -443,7 +443,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("arc", help="ARC tasks: evaluate a method (eval) or render a task (show)")
     _add_arc_args(a)
+
+    pl = sub.add_parser("plot", help="figures from finished runs (curves: a comparison's val loss)")
+    psub = pl.add_subparsers(dest="plot_cmd", required=True, parser_class=_Parser)
+    pc = psub.add_parser("curves", help="validation-loss curves of a comparison's variants, with reference lines")
+    pc.add_argument("--results", required=True, help="a comparison folder (results.json) or the file itself")
+    pc.add_argument("--variants", help="comma-separated variants (default: all)")
+    pc.add_argument("--reference", action="append", default=[], metavar="VALUE[=LABEL]",
+                    help="a horizontal line, e.g. '1.87=nanoGPT train.py'; repeatable")  # fmt: skip
+    pc.add_argument("--title", default="", help="figure title")
+    pc.add_argument("--out", required=True, help="PNG path")
+    pc.set_defaults(func=cmd_plot_curves)
     return p
+
+
+def cmd_plot_curves(args) -> int:
+    from geoformer.config import load_json
+    from geoformer.experiments import figures
+
+    path = Path(args.results)
+    path = path / "results.json" if path.is_dir() else path
+    if not path.is_file():
+        raise GeoformerError(f"{args.results} holds no comparison (results.json)")
+    results = load_json(path)
+    if not isinstance(results, dict) or not isinstance(results.get("variants"), dict):
+        raise GeoformerError(f"{path} is not a comparison's results.json")
+    variants = [v for v in args.variants.split(",") if v] if args.variants else None
+    refs = [figures.parse_reference(r) for r in args.reference]
+    out = figures.plot_curves(results, Path(args.out), variants=variants, references=refs, title=args.title)
+    print(f"wrote {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
