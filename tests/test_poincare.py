@@ -213,3 +213,13 @@ def test_non_positive_curvature_is_an_error():
         P.expmap0(torch.zeros(3), 0.0)
     with pytest.raises(ValueError, match="c must be > 0"):
         P.dist(torch.zeros(3), torch.zeros(3), -1.0)
+
+
+def test_importing_the_models_does_not_import_geoopt_or_scipy():
+    """geoopt (and the scipy it imports, ~50 MiB resident) loads on first use of the ball, not with every model."""
+    import subprocess
+    import sys
+
+    code = "import sys, geoformer.train.trainer; print('geoopt' in sys.modules, 'scipy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -31,7 +31,16 @@ conditioned like :math:`(\lambda^c_x)^2`: near the rim no floating-point format 
 from __future__ import annotations
 
 import torch
-from geoopt.manifolds.stereographic import math as gmath
+
+
+
+def _gmath():
+    """geoopt's stereographic math, imported on first use: geoopt imports scipy (about 50 MiB of resident memory
+    and 300 modules), which every model that never touches the ball, sdpa included, would otherwise pay."""
+    from geoopt.manifolds.stereographic import math as gmath
+
+    return gmath
+
 
 _TINY = 1e-15  # norms and denominators are clamped here, as in geoopt
 
@@ -53,18 +62,18 @@ def _curv(c, like: torch.Tensor) -> torch.Tensor:
 def project(x: torch.Tensor, c, eps: float | None = None) -> torch.Tensor:
     r"""Radially pull points with :math:`\sqrt{c}\|x\| > 1 - \epsilon` back onto that sphere (others unchanged)."""
     k = -_curv(c, x)
-    return gmath.project(x, k=k, eps=ball_eps(x.dtype) if eps is None else eps)
+    return _gmath().project(x, k=k, eps=ball_eps(x.dtype) if eps is None else eps)
 
 
 def lambda_x(x: torch.Tensor, c, keepdim: bool = False) -> torch.Tensor:
     r"""Conformal factor :math:`\lambda^c_x = 2 / (1 - c\|x\|^2)`."""
-    return gmath.lambda_x(x, k=-_curv(c, x), keepdim=keepdim)
+    return _gmath().lambda_x(x, k=-_curv(c, x), keepdim=keepdim)
 
 
 def mobius_add(x: torch.Tensor, y: torch.Tensor, c) -> torch.Tensor:
     r""":math:`x \oplus_c y = \frac{(1 + 2c\langle x,y\rangle + c\|y\|^2)x + (1 - c\|x\|^2)y}
     {1 + 2c\langle x,y\rangle + c^2\|x\|^2\|y\|^2}`."""
-    return gmath.mobius_add(x, y, k=-_curv(c, x))
+    return _gmath().mobius_add(x, y, k=-_curv(c, x))
 
 
 def _atanh(z: torch.Tensor) -> torch.Tensor:
