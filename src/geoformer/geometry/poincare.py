@@ -33,7 +33,6 @@ from __future__ import annotations
 import torch
 
 
-
 def _gmath():
     """geoopt's stereographic math, imported on first use: geoopt imports scipy (about 50 MiB of resident memory
     and 300 modules), which every model that never touches the ball, sdpa included, would otherwise pay."""
