@@ -57,7 +57,7 @@ def plot_curves(
             lo = min(lo, float(np.nanmin(c.mean)))
         for y, label in references:
             ax.axhline(y, color="k", ls="--", lw=1)
-            ax.annotate(label, (0.99, y), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
+            ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), ha="left", va="top", fontsize=8)
             lo = min(lo, y)
         if math.isfinite(lo):
             ax.set_ylim(lo - 0.1, lo + 1.4)
