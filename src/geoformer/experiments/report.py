@@ -759,12 +759,12 @@ def _inline_html(text: str) -> str:
 
 
 _CSS = """
-body{font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1150px;margin:2em auto;
+body{font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1320px;margin:2em auto;
 padding:0 1em;color:#222}
 h1{font-size:1.6em;border-bottom:2px solid #ddd;padding-bottom:.2em}h2{margin-top:1.6em}
 code{background:#f3f3f3;padding:0 .25em;border-radius:3px;font-size:.92em}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:.3em .6em;white-space:nowrap}th{background:#f6f6f6}
+th,td{border:1px solid #ddd;padding:.25em .45em;white-space:nowrap}th{background:#f6f6f6}
 td.r{text-align:right;font-variant-numeric:tabular-nums}tr.baseline td{background:#f4f7fb;font-weight:600}
 .better{color:#17803d;font-weight:600}.worse{color:#b42318;font-weight:600}.diverged{color:#b42318}
 img{max-width:100%;border:1px solid #eee}figure{margin:.5em 0 1.2em}figcaption{color:#555;font-size:.9em}
