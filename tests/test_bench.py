@@ -32,9 +32,17 @@ def test_attention_bench_writes_files_and_ratios(tmp_path, capsys):
             assert r["ratio_time_vs_sdpa"] == 1.0
         assert math.isfinite(r["ratio_time_vs_sdpa"]) and r["ratio_time_vs_sdpa"] > 0
         assert r["median_ms"] > 0 and r["iqr_ms"] >= 0 and r["peak_mb"] is None
+        assert r["q1_ms"] <= r["median_ms"] <= r["q3_ms"] and r["iqr_ms"] == pytest.approx(r["q3_ms"] - r["q1_ms"])
     assert {"platform", "cpu_count", "torch", "device_name"} <= set(result["machine"])
     assert (tmp_path / "bench.png").stat().st_size > 0
     assert "| sdpa | 16 |" in (tmp_path / "bench.md").read_text() and "| naive | 32 |" in out
+
+
+def test_spread_quartiles():
+    from geoformer.bench._common import spread
+
+    assert spread([5.0, 1.0, 3.0, 2.0, 4.0]) == {"median": 3.0, "iqr": 2.0, "q1": 2.0, "q3": 4.0, "min": 1.0, "max": 5.0}
+    assert spread([7.0])["iqr"] == 0.0
 
 
 def test_attention_bench_memory_always_includes_sdpa(tmp_path):

@@ -104,10 +104,10 @@ def sync(device: torch.device) -> None:
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
-    """Median, interquartile range, min and max of ``values`` (IQR is 0 for fewer than 2 values)."""
+    """Median, quartiles, interquartile range, min and max of ``values`` (IQR is 0 for fewer than 2 values)."""
     vals = sorted(values)
     q1, _, q3 = statistics.quantiles(vals, n=4, method="inclusive") if len(vals) > 1 else (vals[0],) * 3
-    return {"median": statistics.median(vals), "iqr": q3 - q1, "min": vals[0], "max": vals[-1]}
+    return {"median": statistics.median(vals), "iqr": q3 - q1, "q1": q1, "q3": q3, "min": vals[0], "max": vals[-1]}
 
 
 def ratio(num: float | None, den: float | None) -> float | None:

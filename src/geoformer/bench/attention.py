@@ -294,6 +294,8 @@ def _row(kind: str, seq: int, times: list[float] | None, error: str | None) -> d
         "seq": seq,
         "median_ms": stats.get("median"),
         "iqr_ms": stats.get("iqr"),
+        "q1_ms": stats.get("q1"),
+        "q3_ms": stats.get("q3"),
         "min_ms": stats.get("min"),
         "max_ms": stats.get("max"),
         "peak_mb": None,
@@ -440,33 +442,48 @@ def describe(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Time vs N and memory vs N, log-log, one line per kind."""
+    """Time vs N (median, interquartile band) and memory vs N, log-log, one line per kind; the legend sits
+    outside the axes and the N ticks are the lengths measured."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    seqs = sorted({r["seq"] for r in result["rows"]})
     for ax, key, label in (
-        (axes[0], "median_ms", "fwd+bwd time (ms)"),
+        (axes[0], "median_ms", "fwd+bwd time (ms; band: interquartile range)"),
         (axes[1], "peak_mb", "peak memory (MB)"),
     ):
         for kind in result["settings"]["kinds"]:
-            pts = [(r["seq"], r[key]) for r in result["rows"] if r["kind"] == kind and r[key] and r[key] > 0]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=kind)
+            rows = [r for r in result["rows"] if r["kind"] == kind and r[key] and r[key] > 0]
+            if not rows:
+                continue
+            (line,) = ax.plot([r["seq"] for r in rows], [r[key] for r in rows], marker="o", label=kind)
+            band = [r for r in rows if r.get("q1_ms") is not None and r.get("q3_ms") is not None]
+            if key == "median_ms" and band:
+                ax.fill_between([r["seq"] for r in band], [r["q1_ms"] for r in band], [r["q3_ms"] for r in band],
+                                color=line.get_color(), alpha=0.2, lw=0)  # fmt: skip
         if ax.lines:
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            ax.legend()
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xticks(seqs, [str(n) for n in seqs])
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
         else:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("sequence length N")
         ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, which="major", alpha=0.3)
+    if axes[0].lines:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, title="kind")
     fig.suptitle(f"attention kinds on {result['machine']['device_name']}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
