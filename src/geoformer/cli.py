@@ -253,6 +253,8 @@ def cmd_arc_eval(args) -> int:
         force=args.force,
         quiet=args.quiet,
         command="geoformer " + " ".join(sys.argv[1:]),
+        jobs=args.jobs,
+        search_budget_cpu_s=args.search_budget_cpu_s,
     )
     lo, hi = s["wilson95"]
     print(
@@ -272,6 +274,9 @@ def cmd_arc_show(args) -> int:
     task, ds, split = A.find_task(args.task_id, args.dataset)
     png = Path(args.out) if args.out else Path(f"arc_{args.task_id}.png")
     render_task(task, png, prediction=pred, title=f"{task.id} ({ds} {split})")
+    for t, progs in enumerate((pred or {}).get("programs", [])):
+        for a, (prog, method) in enumerate(zip(progs, pred["methods"][t], strict=True)):
+            print(f"test {t + 1} attempt {a + 1} [{method}]: {prog if prog is not None else '(learner)'}")
     print(f"wrote {png}")
     return 0
 
@@ -283,12 +288,19 @@ def _add_arc_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--split", default="evaluation", help="training | evaluation")
     e.add_argument("--tasks", type=int, default=None, help="a fixed seeded sample of N tasks")
     e.add_argument("--ids", help="comma-separated task ids, or @FILE with one id a line")
-    e.add_argument("--method", default="learner", help="learner | identity | mode")
+    e.add_argument("--method", default="learner", help="learner | identity | mode | search | hybrid")
     e.add_argument("--steps", type=int, default=300, help="training steps per task (deterministic budget)")
     e.add_argument("--budget-s", type=float, default=600.0, help="hard wall-clock cap per task in seconds")
     e.add_argument(
         "--budget-cpu-s", type=float, default=60.0, help="cap per task in CPU seconds of this process"
     )
+    e.add_argument(
+        "--search-budget-cpu-s", type=float, default=None,
+        help="search and hybrid: the search's CPU seconds per task, within --budget-cpu-s (default: all of it "
+        "for search, half for hybrid; hybrid's learner gets the rest)",
+    )  # fmt: skip
+    e.add_argument("--jobs", type=int, default=1,
+                   help="solve tasks in this many worker processes, one thread each (same results; default 1)")  # fmt: skip
     e.add_argument("--seed", type=int, default=0, help="learner seed")
     e.add_argument("--out", required=True, help="output folder (one JSON per task, summary.json)")
     e.add_argument("--force", action="store_true", help="re-run tasks whose JSON already exists in --out")
