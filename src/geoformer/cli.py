@@ -218,6 +218,16 @@ def cmd_claims(args) -> int:
     only = args.only.split(",") if args.only is not None else None
     if args.max_seeds is not None and args.max_seeds < 2:
         raise GeoformerError("--max-seeds must be >= 2 (an interval needs two seeds)")
+    if args.jobs != 1:
+        from geoformer.claims import parallel
+        from geoformer.train.run_lock import run_lock
+
+        selected = ledger._select(only)
+        with run_lock(Path(args.out), "claims ledger"):
+            folders = parallel.run_parallel(out=Path(args.out), rows=selected, jobs=args.jobs, quick=args.quick,
+                                            max_seeds=args.max_seeds, force=args.force)  # fmt: skip
+            ledger.merge_ledgers(Path(args.out), [f for f in folders if (f / "claims.json").is_file()])
+        return 0
     ledger.run_ledger(
         out=Path(args.out), quick=args.quick, only=only, force=args.force, quiet=args.quiet, max_seeds=args.max_seeds
     )
@@ -437,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--out", help="the ledger folder")
     cl.add_argument("--force", action="store_true", help="overwrite a ledger already in --out")
     cl.add_argument("--quiet", action="store_true", help="a line per finished run instead of progress bars")
+    cl.add_argument(
+        "--jobs", type=int, default=1,
+        help="measure the rows in this many processes, grouped by write-up (arena with 004), merged into --out",
+    )
     cl.add_argument(
         "--max-seeds", type=int, default=None, help="cap the sequential looks at this many seeds (none: looks at 3, 5, 10 seeds)"
     )

@@ -1,0 +1,35 @@
+"""`geoformer claims --jobs N`: rows grouped by write-up (arena with 004), dealt to workers, measured in their own
+folders and merged with their provenance."""
+
+from __future__ import annotations
+
+import json
+
+from geoformer.claims import parallel as P
+from geoformer.claims.registry import all_rows
+
+from .conftest import assert_one_line_error, run_cli
+
+
+def test_groups_keep_rows_that_share_experiments_together():
+    g = P.groups(all_rows())
+    assert {"arena-nanogpt-parity", "arena-modern-recipe", "004-constant-beats-cosine"} <= set(g["arena+seed004"])
+    assert all(i.startswith("001-") for i in g["seed001"]) and sum(map(len, g.values())) == len(all_rows())
+
+
+def test_deal_balances_largest_first():
+    assert P.deal({"a": 5, "b": 3, "c": 2, "d": 1}, 2) == [["a", "d"], ["b", "c"]]
+    assert P.deal({"a": 1}, 4) == [["a"]]
+
+
+def test_jobs_2_measures_and_merges(tmp_path, capsys):
+    out = tmp_path / "ledger"
+    ids = "000-adapter-parameter-savings,003-exp-log-relative-error"
+    code, stdout, err = run_cli(["claims", "--quick", "--jobs", "2", "--only", ids, "--out", str(out)], capsys)
+    assert code == 0, err
+    rows = {r["id"]: r for r in json.loads((out / "claims.json").read_text())["claims"]}
+    assert set(rows) == set(ids.split(",")) and all(r["provenance"]["mode"] == "quick" for r in rows.values())
+    assert "[seed000] claim 000-adapter-parameter-savings" in stdout and "[seed003] claim 003-exp-log" in stdout
+    assert (out / "_jobs" / "seed000" / "claims.json").is_file() and (out / "CLAIMS.md").is_file()
+    code, _, err = run_cli(["claims", "--quick", "--jobs", "0", "--only", ids, "--out", str(tmp_path / "x")], capsys)
+    assert_one_line_error(code, err, "--jobs must be >= 1")
