@@ -534,24 +534,23 @@ def enclosed_mask(g: np.ndarray, bg: int) -> np.ndarray:
     return free & ~np.isin(lab, border)
 
 
-def fill_enclosed(g, c=1, bg=0):
-    m = enclosed_mask(g, bg)
-    if not m.any():
+def _paint(g: np.ndarray, mask: np.ndarray, c: int) -> np.ndarray | None:
+    """A copy of ``g`` with the cells of ``mask`` set to ``c``; None (no change to offer) if ``mask`` is empty."""
+    if not mask.any():
         return None
     out = g.copy()
-    out[m] = c
+    out[mask] = c
     return out
+
+
+def fill_enclosed(g, c=1, bg=0):
+    return _paint(g, enclosed_mask(g, bg), c)
 
 
 def outline(g, c=1, conn=8, bg=0):
     """Background cells next to (4- or 8-neighbours of) a non-background cell take colour ``c``."""
     fg = g != bg
-    near = ndimage.binary_dilation(fg, structure=S8 if conn == 8 else S4) & ~fg
-    if not near.any():
-        return None
-    out = g.copy()
-    out[near] = c
-    return out
+    return _paint(g, ndimage.binary_dilation(fg, structure=S8 if conn == 8 else S4) & ~fg, c)
 
 
 def hollow(g, bg=0):
@@ -568,11 +567,7 @@ def hollow(g, bg=0):
         & (g[1:-1, :-2] == core)
         & (g[1:-1, 2:] == core)
     )
-    if not inner.any():
-        return None
-    out = g.copy()
-    out[inner] = bg
-    return out
+    return _paint(g, inner, bg)
 
 
 def draw_border(g, c=1):
