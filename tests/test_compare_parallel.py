@@ -9,22 +9,9 @@ import pytest
 from geoformer.errors import GeoformerError
 from geoformer.experiments.parallel import run_compare_parallel
 
-from .conftest import assert_one_line_error, run_cli
+from .conftest import TINY, assert_one_line_error, run_cli
 
-TOML = """
-seed = 0
-[model]
-block_size = 16
-n_layer = 1
-n_head = 2
-n_embd = 16
-[train]
-max_iters = 8
-batch_size = 2
-eval_interval = 4
-eval_iters = 1
-warmup_iters = 1
-threads = 1
+TOML = TINY + """
 [compare]
 baseline = "sdpa"
 seeds = 2
