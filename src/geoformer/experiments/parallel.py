@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from geoformer import config as C
 from geoformer.errors import GeoformerError
+from geoformer.experiments.pools import completed
 
 
 def _init_worker(counter, n_jobs: int, n_gpus: int) -> None:
@@ -69,21 +70,16 @@ def train_runs(jobs: list[tuple[C.RunConfig, Path]], n_jobs: int, *, resume: boo
     with ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(counter, n_jobs, _cuda_count())) as pool:  # fmt: skip
         futures = {pool.submit(_train_one, cfg.to_dict(), str(d), resume): d for cfg, d in jobs}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for f in done:
-                err = f.exception()
-                if err is not None:
-                    for p in pending:
-                        p.cancel()
-                    if isinstance(err, GeoformerError):
-                        raise err
-                    raise GeoformerError(f"{futures[f]}: the run failed: {type(err).__name__}: {err}") from err
-                run_dir, loss = f.result()
-                bar.update(1)
-                if quiet:
-                    print(f"{Path(run_dir).parent.name} {Path(run_dir).name}: val loss {loss:.4f}", flush=True)
+        for f in completed(futures):
+            err = f.exception()
+            if isinstance(err, GeoformerError):
+                raise err
+            if err is not None:
+                raise GeoformerError(f"{futures[f]}: the run failed: {type(err).__name__}: {err}") from err
+            run_dir, loss = f.result()
+            bar.update(1)
+            if quiet:
+                print(f"{Path(run_dir).parent.name} {Path(run_dir).name}: val loss {loss:.4f}", flush=True)
     bar.close()
 
 
