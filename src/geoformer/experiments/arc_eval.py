@@ -27,7 +27,7 @@ import os
 import statistics
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,6 @@ import numpy as np
 
 from geoformer.data import arc as A
 from geoformer.errors import GeoformerError
-from geoformer.experiments.pools import completed
 from geoformer.train import checkpoint
 
 METHODS = ("learner", "identity", "mode", "search", "hybrid")
@@ -380,11 +379,16 @@ def _solve_parallel(todo: list[str], jobs: int, finished, *, dataset: str, split
     ctx = mp.get_context("spawn")
     with _one_thread_env(), ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
                                                 initargs=(opts["method"],)) as pool:  # fmt: skip
-        for f in completed([pool.submit(solve_one, dataset, split, tid, **opts) for tid in todo]):
-            err = f.exception()
-            if err is not None:
-                raise err
-            finished(f.result())
+        pending = {pool.submit(solve_one, dataset, split, tid, **opts) for tid in todo}
+        while pending:
+            ready, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for f in ready:
+                err = f.exception()
+                if err is not None:
+                    for p in pending:
+                        p.cancel()
+                    raise err
+                finished(f.result())
 
 
 def _solver_of(row: dict) -> str:
