@@ -337,7 +337,13 @@ def cmd_circuits(args) -> int:
         raise GeoformerError(f"--seed-ids must be comma-separated integers, got {args.seed_ids!r}") from None
     if seed_ids is not None and (not seed_ids or min(seed_ids) < 0):
         raise GeoformerError(f"--seed-ids must be non-negative integers, got {args.seed_ids!r}")
-    if args.action == "train":
+    if args.action == "tune":
+        from geoformer.circuits import tuning
+
+        knobs = tuple(k for k in args.knobs.split(",") if k)
+        tuning.run_tune(out, lr_mults=_lr_mults(args.lr_mults), knobs=knobs, seed=args.tune_seed, quick=args.quick,
+                        force=args.force, quiet=args.quiet)  # fmt: skip
+    elif args.action == "train":
         continual.run_train(out, seed_ids=seed_ids, **common)
     elif args.action == "attribute":
         models = Path(args.models) if getattr(args, "models", None) else None
@@ -345,12 +351,8 @@ def cmd_circuits(args) -> int:
             raise GeoformerError(f"--models {models} is not a folder of trained models (run circuits train first)")
         continual.run_attribute(out, models=models, seed_ids=seed_ids, **common)
     else:
-        try:
-            mults = tuple(float(v) for v in args.lr_mults.split(",") if v)
-        except ValueError:
-            raise GeoformerError(f"--lr-mults must be comma-separated numbers, got {args.lr_mults!r}") from None
-        if not mults or any(not (0 < m < float("inf")) for m in mults):  # also rejects nan
-            raise GeoformerError(f"--lr-mults must be positive numbers, got {args.lr_mults!r}")
+        mults = _lr_mults(args.lr_mults)
+        knobs = _read_knobs(Path(args.knobs)) if args.knobs else None
         methods = tuple(m for m in args.methods.split(",") if m)
         unknown = [m for m in methods if m not in continual.METHODS]
         if unknown or not methods:
@@ -358,9 +360,33 @@ def cmd_circuits(args) -> int:
                 f"unknown method {unknown[0] if unknown else args.methods!r}; known methods: {', '.join(continual.METHODS)}"
             )
         continual.run_continual(
-            out, methods=methods, lr_mults=mults, resume=args.resume, seed_ids=seed_ids, **common
+            out, methods=methods, lr_mults=mults, resume=args.resume, seed_ids=seed_ids, knobs=knobs, **common
         )
     return 0
+
+
+def _lr_mults(text: str) -> tuple[float, ...]:
+    try:
+        mults = tuple(float(v) for v in text.split(",") if v)
+    except ValueError:
+        raise GeoformerError(f"--lr-mults must be comma-separated numbers, got {text!r}") from None
+    if not mults or any(not (0 < m < float("inf")) for m in mults):  # also rejects nan
+        raise GeoformerError(f"--lr-mults must be positive numbers, got {text!r}")
+    return mults
+
+
+def _read_knobs(path: Path) -> dict:
+    """The ``chosen`` values of a `circuits tune` output (its tuned.json, or the folder holding it)."""
+    import json
+
+    f = path / "tuned.json" if path.is_dir() else path
+    try:
+        chosen = json.loads(f.read_text()).get("chosen")
+    except (OSError, ValueError, AttributeError) as e:
+        raise GeoformerError(f"--knobs {path}: not a `circuits tune` result ({type(e).__name__})") from None
+    if not isinstance(chosen, dict) or not all(isinstance(v, dict) for v in chosen.values()):
+        raise GeoformerError(f"--knobs {path}: holds no tuned values (run `geoformer circuits tune` first)")
+    return chosen
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -418,10 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
         "circuits", help="capability suites: train a model, attribute heads/neurons, continual learning"
     )
     csub = ci.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    from geoformer.circuits.methods import KNOB_NAMES, METHODS, TUNE_SEED
     helps = {
         "train": "train models on all five capability suites (train.json, seed<N>/ckpt.pt)",
         "attribute": "head / neuron attribution and bridges of trained models (attribution.json, heatmaps)",
-        "continual": "suites A then B with naive / ewc / protect / canary training (continual.json, .md)",
+        "continual": "suites A then B with each continual-learning method (continual.json, .md, tradeoff.png)",
+        "tune": "tune each method's main knob on a held-out tuning seed (tuned.json, for continual --knobs)",
     }
     for action, help_text in helps.items():
         c2 = csub.add_parser(action, help=help_text)
@@ -435,8 +463,15 @@ def build_parser() -> argparse.ArgumentParser:
             c2.add_argument("--models", help="a `circuits train` folder to take the models from")
         if action == "continual":
             c2.add_argument("--resume", action="store_true", help="keep finished rows (same settings), run the rest")
-            c2.add_argument("--methods", default="naive,ewc,protect,canary", help="comma-separated methods")
+            c2.add_argument("--methods", default=",".join(METHODS),
+                            help=f"comma-separated methods (default: all: {', '.join(METHODS)})")  # fmt: skip
+            c2.add_argument("--knobs", help="a `circuits tune` folder or tuned.json: the tuned value of each knob")
+        if action in ("continual", "tune"):
             c2.add_argument("--lr-mults", default="1", help="phase-B lr multipliers, e.g. 1,10")
+        if action == "tune":
+            c2.add_argument("--knobs", default=",".join(KNOB_NAMES),
+                            help=f"knobs to tune (default: all: {', '.join(KNOB_NAMES)})")  # fmt: skip
+            c2.add_argument("--tune-seed", type=int, default=TUNE_SEED, help="the seed tuned on (never reported)")
         c2.set_defaults(func=cmd_circuits)
 
     cl = sub.add_parser(

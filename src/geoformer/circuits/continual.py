@@ -8,8 +8,15 @@ suites B (transitivity, copy) with one of
 
 * ``naive``: plain AdamW on B;
 * ``ewc``: B loss + EWC penalty with the empirical Fisher of A (:mod:`geoformer.circuits.ewc`);
-* ``protect``: per-element update scales from the A-importance of each parameter, graduated zones;
-* ``canary``: ``protect`` plus a :class:`CanaryMonitor` on a canary subset of A's *train* split.
+* ``replay``: a buffer of A's train examples mixed into B's batches (:mod:`geoformer.circuits.replay`);
+* ``protect``: per-element update scales from the A-importance of each parameter, graduated zones (the
+  write-up's zones);
+* ``canary``: ``protect`` plus a :class:`CanaryMonitor` on a canary subset of A's *train* split that rolls
+  back and grows the mask (the write-up's monitor); ``canary_repair``: the monitor that repairs first
+  (canary-gradient projection, then halved steps, only then a larger mask);
+* ``subspace``: updates projected out of the span of A's layer inputs (GPM, :mod:`geoformer.circuits.subspace`)
+  in every block; ``subspace_circuit``: only in the heads and blocks of A's circuits (head ablation);
+  ``subspace_canary``, ``subspace_replay``: subspace with the repairing canary, with replay.
 
 and report accuracy on A's and B's *test* splits, forgetting (A before - A after) and wall-clock.
 """
@@ -35,14 +42,15 @@ from geoformer.circuits.canaries import (
     vocab_size,
 )
 from geoformer.circuits.ewc import EWC, fisher_diag
+from geoformer.circuits.methods import COMPONENTS, METHODS
 from geoformer.circuits.protection import CanaryMonitor, UpdateScaler, zone_counts, zone_scales
+from geoformer.circuits.replay import ReplayBuffer, buffer_from_suites
 from geoformer.errors import GeoformerError
-from geoformer.experiments.stats import mean_std, paired_diff_ci
+from geoformer.experiments.stats import mean_std
 from geoformer.models.gpt import GPT, GPTConfig
 
 SUITES_A = ("modus_ponens", "contrapositive", "control")
 SUITES_B = ("transitivity", "copy")
-METHODS = ("naive", "ewc", "protect", "canary")
 
 
 @dataclass
@@ -65,7 +73,14 @@ class CircuitsConfig:
     lr_extra: float = 1e-3
     steps_b: int = 500  # phase B of continual learning
     lr_b: float = 1e-3  # phase B learning rate (x lr_mult for the high-lr experiment)
-    ewc_lambda: float = 1.0  # relative to the mean Fisher entry (untuned)
+    ewc_lambda: float = 1.0  # relative to the mean Fisher entry (tuned per lr by `circuits tune`)
+    replay_per_suite: int = 100  # replay buffer: examples per A suite, from A's train split
+    replay_mix: float = 0.25  # fraction of every B batch drawn from the buffer
+    gpm_threshold: float = 0.97  # energy kept in each protected layer's input basis (GPM)
+    gpm_examples: int = 200  # per A suite, train split, for the activation bases and the circuit's heads
+    norms: str = "frozen"  # subspace protection: norm gains frozen or free
+    max_retries: int = 3  # repairing canary: retries (projection, then halved steps) before the mask grows
+    stall_checks: int = 4  # a run whose B check score has not risen by 1 point over this many checks stalled
     fisher_examples: int = 600  # from A's train split
     zones: tuple = (("core", 0.02, 0.01), ("support", 0.08, 0.1), ("context", 0.2, 0.5))
     canary_every: int = 25
@@ -122,6 +137,7 @@ def train_suites(
     log_suites: dict[str, Suite] | None = None,
     until: float | None = None,
     on_step=None,
+    replay: ReplayBuffer | None = None,
 ) -> torch.optim.Optimizer:
     """AdamW on the answer-token loss of the suites ``names`` (train split of ``seed``).
 
@@ -131,13 +147,15 @@ def train_suites(
     Every step draws a fresh batch (``batch_size`` examples shared among the suites in proportion to
     ``cfg.suite_weights``, default 1; the easy, position-only suites get less), from stream
     ``stream * 10**6 + step``), so the model cannot memorise examples, only the split's key pairs.
+    With ``replay``, ``replay.count(batch_size)`` of the batch are rows of its buffer and the rest are shared.
     """
     import math
 
     from tqdm.auto import tqdm
 
+    k_replay = replay.count(cfg.batch_size) if replay is not None else 0
     w = [cfg.suite_weights.get(n, 1.0) for n in names]
-    per = [max(1, round(cfg.batch_size * wi / sum(w))) for wi in w]
+    per = [max(1, round((cfg.batch_size - k_replay) * wi / sum(w))) for wi in w]
     opt = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
     model.train()
     for step in tqdm(range(1, steps + 1), desc=desc, disable=quiet, dynamic_ncols=True, leave=False):
@@ -152,6 +170,9 @@ def train_suites(
         ]
         x = torch.cat([b.inputs for b in batch])
         y = torch.cat([b.targets for b in batch])
+        if k_replay:
+            xr, yr = replay.draw(k_replay, step)  # type: ignore[union-attr]
+            x, y = torch.cat([x, xr]), torch.cat([y, yr])
         logits, _ = model(x)
         loss = answer_loss(logits, y)
         if penalty is not None:
@@ -223,7 +244,9 @@ def _load_blob(path: Path | None, quiet: bool) -> dict | None:
         return None
 
 
-def _train_all(cfg: CircuitsConfig, seed: int, out: Path | None, path: Path | None, quiet: bool) -> tuple[GPT, dict]:
+def _train_all(
+    cfg: CircuitsConfig, seed: int, out: Path | None, path: Path | None, quiet: bool
+) -> tuple[GPT, dict]:
     blob = _load_blob(path, quiet)
     if blob is not None and _jsonable(blob.get("cfg")) != _jsonable(asdict(cfg)):
         if not quiet:
@@ -561,16 +584,17 @@ def phase_b(
     """Copy the A-trained model and train it on B with ``method``; score A and B test splits."""
     import copy
 
-    if method not in METHODS:
+    if method not in COMPONENTS:
         raise GeoformerError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
+    parts = COMPONENTS[method]
     model = copy.deepcopy(model_a)
     train_a = suites(cfg, SUITES_A, "train", seed)
     test_a, test_b = suites(cfg, SUITES_A, "test", seed), suites(cfg, SUITES_B, "test", seed)
     before_a, before_b = score_all(model, test_a), score_all(model, test_b)
     opt = torch.optim.AdamW(model.parameters(), lr=lr_b, betas=(0.9, 0.98), weight_decay=0.0)
     t0 = time.perf_counter()
-    penalty, monitor, extra = None, None, {}
-    if method == "ewc":
+    penalty, monitor, replay, extra = None, None, None, {}
+    if "ewc" in parts:
         per = max(1, cfg.fisher_examples // len(train_a))
         xa = torch.cat([s.inputs[:per] for s in train_a.values()])
         ya = torch.cat([s.targets[:per] for s in train_a.values()])
@@ -581,27 +605,58 @@ def phase_b(
         extra["fisher_mean"] = float(mean_f)
         ewc = EWC(model, fisher, cfg.ewc_lambda)
         penalty = ewc.penalty
+    if "replay" in parts:
+        replay = buffer_from_suites(train_a, cfg.replay_per_suite, cfg.replay_mix, seed)
+        extra["replay"] = {"buffer": int(replay.inputs.shape[0]), "per_batch": replay.count(cfg.batch_size)}
     scaler = None
-    if method in ("protect", "canary"):
+    if "zones" in parts:
         imp = _importance_a(model, train_a, cfg.fisher_examples)
         scaler = UpdateScaler(model, opt, zone_scales(imp, cfg.zones))
         extra["zones"] = zone_counts(scaler.scales)
-    if method == "canary":
+    if "canary" in parts or "repair" in parts:
+        if scaler is None:  # the mask the monitor grows, all ones until then
+            scaler = UpdateScaler(model, opt, {})
         canaries = {k: s.subset(cfg.canary_examples) for k, s in train_a.items()}
+        xc = torch.cat([s.inputs for s in canaries.values()])
+        yc = torch.cat([s.targets for s in canaries.values()])
+        check_b = {k: s.subset(cfg.canary_examples) for k, s in suites(cfg, SUITES_B, "train", seed).items()}
         monitor = CanaryMonitor(model, opt, lambda m: score_all(m, canaries), every=cfg.canary_every,
-                                tol=cfg.canary_tol, scaler=scaler, grow_frac=cfg.grow_frac)  # fmt: skip
+                                tol=cfg.canary_tol, scaler=scaler, grow_frac=cfg.grow_frac,
+                                repair="repair" in parts, max_retries=cfg.max_retries,
+                                canary_loss=lambda m: answer_loss(m(xc)[0], yc),
+                                progress=lambda m: sum(score_all(m, check_b).values()) / len(check_b),
+                                stall_checks=cfg.stall_checks)  # fmt: skip
         monitor.start()
+    projector = None
+    if "subspace" in parts:  # registered last: its guarantee (dW U = 0) holds for the update finally applied
+        from geoformer.circuits import subspace as sub
+
+        xg = torch.cat([s.inputs[: cfg.gpm_examples] for s in train_a.values()])
+        heads = None
+        if "circuit" in parts:
+            gsub = {k: s.subset(cfg.gpm_examples) for k, s in train_a.items()}
+            drops = torch.stack([(lambda r: r["clean_acc"] - r["acc"])(attr.ablate_heads(model, s, "mean"))
+                                 for s in gsub.values()], -1)  # fmt: skip
+            heads = sub.circuit_heads(drops, cfg.bridge_threshold)
+            extra["circuit_heads"] = heads
+        prot = sub.gpt_protection(model, xg, threshold=cfg.gpm_threshold, heads=heads, norms=cfg.norms,
+                                  layers="circuit" if heads else "all")  # fmt: skip
+        extra["subspace"] = sub.summary(prot)
+        projector = sub.SubspaceProjector(model, opt, prot)
     prep = time.perf_counter() - t0
     t1 = time.perf_counter()
     train_suites(model, SUITES_B, steps=cfg.steps_b, lr=lr_b, seed=seed, stream=2, cfg=cfg, optimizer=opt,
-                 penalty=penalty, monitor=monitor, desc=f"B {method} seed {seed}", quiet=quiet)  # fmt: skip
+                 penalty=penalty, monitor=monitor, replay=replay, desc=f"B {method} seed {seed}", quiet=quiet)  # fmt: skip
     train_s = time.perf_counter() - t1
     if monitor is not None:
         extra["canary"] = monitor.summary()
         extra["canary"].pop("events")
+        monitor.remove()
     if scaler is not None:
         extra["protected_final"] = scaler.n_protected()
         scaler.remove()
+    if projector is not None:
+        projector.remove()
     res = ContinualResult(seed, method, lr_b, before_a, score_all(model, test_a), before_b,
                           score_all(model, test_b), prep, train_s, extra)  # fmt: skip
     res.model = model  # not a dataclass field: stays out of asdict() and the JSON
@@ -616,7 +671,9 @@ def train_a(cfg: CircuitsConfig, seed: int, cache: Path | None, quiet: bool) -> 
         saved = json.loads(cfg_file.read_text()) if cfg_file.is_file() else None
         if saved != _jsonable(asdict(cfg)):
             if not quiet:
-                print(f"{cache / 'model_a.pt'}: trained with another configuration; training again", flush=True)
+                print(
+                    f"{cache / 'model_a.pt'}: trained with another configuration; training again", flush=True
+                )
             (cache / "model_a.pt").unlink()
     blob = _load_blob(cache / "model_a.pt", quiet) if cache is not None else None
     if blob is not None:
@@ -640,13 +697,18 @@ def train_a(cfg: CircuitsConfig, seed: int, cache: Path | None, quiet: bool) -> 
 def run_continual(
     out: Path, *, seeds: int = 3, methods=METHODS, lr_mults=(1.0,), quick: bool = False,
     force: bool = False, quiet: bool = False, sets: dict[str, Any] | None = None, resume: bool = False,
-    seed_ids: list[int] | None = None,
+    seed_ids: list[int] | None = None, knobs: dict[str, dict[str, Any]] | None = None,
 ) -> dict:  # fmt: skip
     """The continual-learning table (and, with ``lr_mults=(1, 10)``, the high-lr experiment).
 
-    ``resume`` keeps the rows already in ``out/continual.json`` and runs only the missing ones.
+    ``resume`` keeps the rows already in ``out/continual.json`` and runs only the missing ones (a row made
+    with other knob values is measured again). ``knobs`` are tuned values ``{lr_mult: {knob: value}}`` (the
+    ``chosen`` of :func:`geoformer.circuits.tuning.run_tune`); each row applies the ones its method reads
+    and records them.
     """
     from tqdm.auto import tqdm
+
+    from geoformer.circuits.methods import overrides
 
     torch.set_num_threads(1)
     cfg = quick_config() if quick else CircuitsConfig()
@@ -673,26 +735,30 @@ def run_continual(
             if not quiet:
                 print(f"{path}: made with another configuration; its rows are measured again", flush=True)
             path.unlink()
-    done = {(r["seed"], r["method"], r["lr_b"]) for r in rows}
+    done = {(r["seed"], r["method"], r["lr_b"]): _jsonable(r.get("knobs", {})) for r in rows}
     seed_list = list(seed_ids) if seed_ids is not None else list(range(seeds))
-    jobs = [(s, m, cfg.lr_b * k) for s in seed_list for k in lr_mults for m in methods]
-    for s, m, lr in tqdm(jobs, desc="continual", disable=quiet, dynamic_ncols=True):
-        if (s, m, lr) in done:
+    jobs = [(s, m, k) for s in seed_list for k in lr_mults for m in methods]
+    for s, m, k in tqdm(jobs, desc="continual", disable=quiet, dynamic_ncols=True):
+        lr, over = cfg.lr_b * k, overrides(knobs, k, m)
+        if done.get((s, m, lr), None) == _jsonable(over):
             continue
         from geoformer.train.run_lock import run_lock
 
         with run_lock(out / f"seed{s}", "circuits continual seed"):  # one writer of the cached A model
             model_a = train_a(cfg, s, out / f"seed{s}", quiet)
-        r = phase_b(model_a, m, cfg, s, lr_b=lr, quiet=quiet)
+        r = phase_b(model_a, m, replace(cfg, **over), s, lr_b=lr, quiet=quiet)
         row = asdict(r) | {"a_before": r.a_before, "a_after": r.a_after, "b_after": r.b_after,
-                           "forgetting": r.a_before - r.a_after}  # fmt: skip
+                           "forgetting": r.a_before - r.a_after, "knobs": _jsonable(over)}  # fmt: skip
         rows = _merge_rows(path, cfg, [row])
         if not quiet:
             tqdm.write(f"seed {s} {m} lr {lr:g}: A {r.a_before:.3f} -> {r.a_after:.3f}, B {r.b_after:.3f}, "
                        f"{r.train_b_s:.0f}s (+{r.prep_s:.1f}s prep)")  # fmt: skip
     rows = _merge_rows(path, cfg, [])
-    table = continual_table(rows)
+    from geoformer.circuits import continual_report as rep
+
+    table = continual_table(rows) + "\n" + rep.paired_table(rows) + "\n" + rep.goal_table(rows)
     (out / "continual.md").write_text(table)
+    rep.tradeoff_plot(rows, out / "tradeoff.png")
     if not quiet:
         print(table)
     return {"config": asdict(cfg), "rows": rows}
@@ -747,11 +813,3 @@ def continual_table(rows: list[dict]) -> str:
         "\n".join(lines)
         + "\n\nAccuracies are exact-match % on the held-out test splits, mean ± std over seeds.\n"
     )
-
-
-def paired(rows: list[dict], key: str, m1: str, m2: str, lr: float) -> dict[str, float]:
-    """Paired CI over seeds of ``key`` for method m1 minus method m2 at phase-B lr ``lr``."""
-    a = {r["seed"]: r[key] for r in rows if r["method"] == m1 and r["lr_b"] == lr}
-    b = {r["seed"]: r[key] for r in rows if r["method"] == m2 and r["lr_b"] == lr}
-    seeds = sorted(set(a) & set(b))
-    return paired_diff_ci([a[s] for s in seeds], [b[s] for s in seeds])

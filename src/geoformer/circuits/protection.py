@@ -13,6 +13,11 @@
   and optimizer state, bit-exactly), finds the elements that moved most in the rejected updates
   (or whose move raised the canary loss most, ``trace="attribution"``) and adds them to the
   protection mask.
+  With ``repair=True`` it repairs before it protects: after a rollback the next window's updates have their
+  component along the canary loss's gradient removed (when that component would raise the canary loss, as in
+  A-GEM, Chaudhry et al. 2019); a second regression also halves the step, each further one halves it again,
+  and only after ``max_retries`` retries does the mask grow. With ``progress`` (a score of the task being
+  learned) a run whose progress has not risen by ``stall_min`` over ``stall_checks`` checks is marked stalled.
 """
 
 from __future__ import annotations
@@ -154,16 +159,34 @@ class CanaryMonitor:
     grow_scale: float = 0.01
     trace: str = "moved"  # or "attribution": elements whose move raised the canary loss most
     canary_loss: Callable[[nn.Module], torch.Tensor] | None = None
+    repair: bool = False
+    max_retries: int = 3
+    progress: Callable[[nn.Module], float] | None = None
+    stall_checks: int = 4
+    stall_min: float = 0.01
     reference: dict[str, float] = field(default_factory=dict)
     events: list[RollbackEvent] = field(default_factory=list)
     checks: int = 0
+    level: int = 0  # repair level: 0 plain, 1 canary-gradient projection, k >= 2 also steps x 0.5^(k-1)
+    retries: int = 0
+    grows: int = 0
+    stalled_at: int | None = None
 
     def __post_init__(self) -> None:
         if self.trace not in ("moved", "attribution"):
             raise ValueError(f"trace must be 'moved' or 'attribution', got {self.trace!r}")
         if self.trace == "attribution" and self.canary_loss is None:
             raise ValueError("trace='attribution' needs canary_loss")
+        if self.repair and self.canary_loss is None:
+            raise ValueError("repair=True needs canary_loss (its gradient is removed from retried updates)")
         self._snap: dict[str, Any] | None = None
+        self._guide: dict[str, torch.Tensor] | None = None  # canary-loss gradient for the repair projection
+        self._old: dict[str, torch.Tensor] = {}
+        self._progress: list[float] = []
+        self._handles = []
+        if self.repair:
+            self._handles = [self.optimizer.register_step_pre_hook(self._pre),
+                             self.optimizer.register_step_post_hook(self._post)]  # fmt: skip
 
     def start(self) -> dict[str, float]:
         self.reference = dict(self.evaluate(self.model))
@@ -200,6 +223,35 @@ class CanaryMonitor:
         self.model.zero_grad(set_to_none=True)
         return out
 
+    def _canary_grad(self) -> dict[str, torch.Tensor]:
+        named = {k: p for k, p in self.model.named_parameters() if p.requires_grad}
+        was = self.model.training
+        self.model.eval()
+        grads = torch.autograd.grad(self.canary_loss(self.model), list(named.values()), allow_unused=True)  # type: ignore[misc]
+        self.model.train(was)
+        return {k: (g if g is not None else torch.zeros_like(p)).detach()
+                for (k, p), g in zip(named.items(), grads, strict=True)}  # fmt: skip
+
+    def _pre(self, *_):
+        if self.level > 0:
+            self._old = {k: p.detach().clone() for k, p in self.model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def _post(self, *_):
+        if self.level == 0 or not self._old:
+            return
+        named = dict(self.model.named_parameters())
+        delta = {k: named[k] - old for k, old in self._old.items()}
+        delta = repair_update(delta, self._guide or {}, 0.5 ** max(0, self.level - 1))
+        for k, old in self._old.items():
+            named[k].copy_(old + delta[k])
+        self._old = {}
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
     def _grow(self, blame: dict[str, torch.Tensor]) -> int:
         if self.scaler is None:
             return 0
@@ -223,19 +275,54 @@ class CanaryMonitor:
         scores = self.evaluate(self.model)
         drops = {k: self.reference[k] - v for k, v in scores.items() if k in self.reference}
         worst = max(drops, key=drops.get) if drops else ""
+        if self.progress is not None:
+            self._track_progress(step)
         if not drops or drops[worst] <= self.tol:
             self.snapshot()
+            if self.repair and self.level > 0:
+                self._guide = self._canary_grad()  # the direction to avoid, at the accepted state
             return False
         blame = self._blame()
         self.restore()
-        grown = self._grow(blame)
+        grown = 0
+        if self.repair and self.level < self.max_retries:
+            self.level += 1
+            self.retries += 1
+            self._guide = self._canary_grad()
+        else:
+            grown = self._grow(blame)
+            self.grows += 1
         self.events.append(RollbackEvent(step, scores, worst, grown))
         return True
+
+    def _track_progress(self, step: int) -> None:
+        self._progress.append(float(self.progress(self.model)))  # type: ignore[misc]
+        k = self.stall_checks
+        if self.stalled_at is None and len(self._progress) > k:
+            if max(self._progress[-k:]) < max(self._progress[:-k]) + self.stall_min:
+                self.stalled_at = step
 
     def summary(self) -> dict[str, Any]:
         return {
             "checks": self.checks,
             "rollbacks": len(self.events),
             "protected": self.scaler.n_protected() if self.scaler else 0,
+            "retries": self.retries,
+            "grows": self.grows,
+            "repair_level": self.level,
+            "stalled": self.stalled_at is not None,
+            "stalled_at": self.stalled_at,
             "events": [e.__dict__ for e in self.events],
         }
+
+
+def repair_update(
+    delta: dict[str, torch.Tensor], guide: dict[str, torch.Tensor], scale: float = 1.0
+) -> dict[str, torch.Tensor]:
+    """``scale * (d - max(0, g.d) / |g|^2 g)`` over all parameters together (A-GEM's projection with the
+    canary loss's gradient ``g``): the first-order change of the canary loss is then never positive."""
+    keys = [k for k in delta if k in guide]
+    dot = sum((guide[k] * delta[k]).sum() for k in keys) if keys else torch.zeros(())
+    gg = sum(guide[k].square().sum() for k in keys) if keys else torch.zeros(())
+    coef = float(dot / gg) if keys and float(gg) > 0 and float(dot) > 0 else 0.0
+    return {k: scale * (d - coef * guide[k] if coef and k in guide else d) for k, d in delta.items()}
