@@ -67,6 +67,9 @@ def test_attribute_tiny(tmp_path, monkeypatch):
         (["circuits", "continual", "--out", "X", "--lr-mults", "nan"], "--lr-mults must be positive numbers"),
         (["circuits", "attribute", "--out", "X", "--models", "X/none"], "is not a folder of trained models"),
         (["circuits", "train", "--out", "X", "--seed-ids", "-1"], "--seed-ids must be non-negative"),
+        (["circuits", "continual", "--out", "X", "--knobs", "X/none.json"], "not a `circuits tune` result"),
+        (["circuits", "tune", "--out", "X", "--knobs", "ewc_lambda,bogus"], "unknown knob 'bogus'"),
+        (["circuits", "tune", "--out", "X", "--lr-mults", "0"], "--lr-mults must be positive numbers"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, argv, msg):
@@ -100,3 +103,46 @@ def test_cli_train_quick_writes_results(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:  # nothing overwritten without --force
         cli.main(["circuits", "train", "--quick", "--quiet", "--out", str(out)])
     assert e.value.code == 2
+
+
+def test_cli_knobs_without_tuned_values_is_one_line(tmp_path, capsys):
+    f = tmp_path / "tuned.json"
+    f.write_text(json.dumps({"trials": []}))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["circuits", "continual", "--out", str(tmp_path / "o"), "--knobs", str(tmp_path)])
+    assert e.value.code == 2 and "holds no tuned values" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_tune_chooses_the_best_value_and_continual_applies_it(tmp_path):
+    from geoformer.circuits import tuning
+    from geoformer.circuits.methods import overrides
+
+    st = tuning.run_tune(tmp_path / "t", lr_mults=(1.0,), knobs=("ewc_lambda", "replay_mix"), seed=7, quiet=True,
+                         sets=TINY)  # fmt: skip
+    assert len(st["trials"]) == 8 and all(t["lr_mult"] == 1.0 for t in st["trials"])
+    for knob in ("ewc_lambda", "replay_mix"):
+        trials = [t for t in st["trials"] if t["knob"] == knob]
+        best = max(trials, key=lambda t: t["score"])  # max returns the first of equals: the earlier grid value
+        assert st["chosen"]["1"][knob] == best["value"]
+        assert all(t["score"] == pytest.approx((t["a_after"] + t["b_after"]) / 2) for t in trials)
+    again = tuning.run_tune(tmp_path / "t", lr_mults=(1.0,), knobs=("ewc_lambda", "replay_mix"), seed=7, quiet=True,
+                            sets=TINY)  # fmt: skip
+    assert again["trials"] == st["trials"]  # resumed: nothing measured twice
+    assert overrides(st["chosen"], 1.0, "ewc") == {"ewc_lambda": st["chosen"]["1"]["ewc_lambda"]}
+    assert overrides(st["chosen"], 1.0, "naive") == {} and overrides(st["chosen"], 10.0, "ewc") == {}
+    res = CL.run_continual(tmp_path / "c", seeds=1, methods=("naive", "ewc", "replay"), quiet=True, sets=TINY,
+                           knobs=st["chosen"])  # fmt: skip
+    by = {r["method"]: r for r in res["rows"]}
+    assert by["ewc"]["knobs"] == {"ewc_lambda": st["chosen"]["1"]["ewc_lambda"]} and by["naive"]["knobs"] == {}
+    assert by["replay"]["extra"]["replay"]["per_batch"] == round(st["chosen"]["1"]["replay_mix"] * TINY["batch_size"])
+    assert (tmp_path / "c" / "tradeoff.png").stat().st_size > 1000
+    md = (tmp_path / "c" / "continual.md").read_text()
+    assert "forgetting - naive" in md and "| 0.001 | ewc |" in md and "Goal:" in md
+
+
+def test_tuning_tie_goes_to_the_earlier_value():
+    from geoformer.circuits.tuning import choose
+
+    trials = [{"knob": "k", "lr_mult": 1.0, "value": v, "score": s} for v, s in ((1, 0.5), (2, 0.7), (3, 0.7))]
+    assert choose(trials) == {"1": {"k": 2}}

@@ -213,3 +213,85 @@ def test_every_rows_dependencies_exist_in_the_repository():
     for rid, row in REG.all_rows().items():
         for path in L._row_depends(row):
             assert (root / path).exists(), (rid, path)
+
+
+def _module_rows(tmp_path, name: str, helper_body: str, other_body: str = "return 0"):
+    """A throwaway write-up module with two rows: one reaching ``helper`` from decide, one not."""
+    import importlib.util
+    import textwrap
+
+    src = textwrap.dedent(f'''
+        from geoformer.claims import registry as REG
+        from geoformer.claims import rules as R
+
+        RULE = R.Directional("negative", 0.1, "nats", "why")
+
+
+        def helper(data):
+            {helper_body}
+
+
+        def other():
+            {other_body}
+
+
+        def measure(ctx, n):
+            return {{"d": [-1.0] * n}}
+
+
+        A = REG.Row(id="m-a", claim="c", origin="004", section="s", experiment="e", rule="r", measure=measure,
+                    decide=lambda data, level: RULE.decide(R.t_interval(helper(data), level)),
+                    describe=lambda data, d: "x", examples={{}}, looks=R.Looks(), depends=())
+        B = REG.Row(id="m-b", claim="c", origin="004", section="s", experiment="e", rule="r", measure=measure,
+                    decide=lambda data, level: RULE.decide(R.t_interval(data["d"], level)),
+                    describe=lambda data, d: "x", examples={{}}, looks=R.Looks(), depends=())
+    ''')
+    path = tmp_path / f"{name}.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.A, mod.B
+
+
+def test_fingerprint_follows_what_the_row_reaches_and_nothing_else(tmp_path):
+    from geoformer.claims.fingerprint import row_fingerprint
+
+    a1, b1 = _module_rows(tmp_path, "m1", 'return data["d"]')
+    a2, b2 = _module_rows(tmp_path, "m2", 'return data["d"]')  # the same text in another file: same print
+    assert row_fingerprint(a1) == row_fingerprint(a2) and row_fingerprint(b1) == row_fingerprint(b2)
+    a3, b3 = _module_rows(tmp_path, "m3", 'return [v * 2 for v in data["d"]]')  # helper changed: only A moves
+    assert row_fingerprint(a3) != row_fingerprint(a1) and row_fingerprint(b3) == row_fingerprint(b1)
+    a4, b4 = _module_rows(tmp_path, "m4", 'return data["d"]', other_body="return 1")  # unrelated code changed
+    assert row_fingerprint(a4) == row_fingerprint(a1) and row_fingerprint(b4) == row_fingerprint(b1)
+    a1.claim = "another claim"  # the row's texts count
+    assert row_fingerprint(a1) != row_fingerprint(a2)
+
+
+def test_stale_with_a_fingerprint_ignores_other_rows_of_the_module(tmp_path, fake_rows, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    (repo / "src" / "mod.py").write_text("a = 1\n")
+    (repo / "src" / "dep.py").write_text("b = 1\n")
+    _git(repo, "init", "-q")
+    _git(repo, "-c", "user.email=a@b", "-c", "user.name=t", "add", ".")
+    _git(repo, "-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qm", "one")
+    monkeypatch.setattr(provenance, "REPO", repo)
+    monkeypatch.setattr(L, "_module_path", lambda row: "src/mod.py")
+    monkeypatch.setattr(L, "_row_depends", lambda row: (*row.depends, "src/mod.py"))
+    fake_rows["t-x"] = fake_row("t-x", [-1.0] * 10, depends=("src/dep.py",))
+    L.run_ledger(out=tmp_path / "ledger", quick=False, only=None, quiet=True)
+    file = tmp_path / "ledger" / "claims.json"
+    assert json.loads(file.read_text())["claims"][0]["provenance"]["fingerprint"]
+    (repo / "src" / "mod.py").write_text("a = 2\n")  # the module changed, this row's definition did not
+    assert L.stale_rows(tmp_path / "ledger") == []
+    fake_rows["t-x"].experiment = "another experiment"  # now it did
+    assert "its definition changed" in dict(L.stale_rows(tmp_path / "ledger"))["t-x"]
+    fake_rows["t-x"].experiment = "exp"
+    (repo / "src" / "dep.py").write_text("b = 2\n")  # and a dependency still counts
+    assert "src/dep.py" in dict(L.stale_rows(tmp_path / "ledger"))["t-x"]
+    d = json.loads(file.read_text())  # a row without a fingerprint (measured before them): the whole module counts
+    d["claims"][0]["provenance"].pop("fingerprint")
+    (repo / "src" / "dep.py").write_text("b = 1\n")
+    file.write_text(json.dumps(d))
+    assert "src/mod.py" in dict(L.stale_rows(tmp_path / "ledger"))["t-x"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from geoformer.claims import provenance
 from geoformer.claims.context import ClaimContext
+from geoformer.claims.fingerprint import row_fingerprint
 from geoformer.claims.registry import LEDGER, Row, all_rows, untestable
 from geoformer.claims.rules import OUTCOMES, SINGLE, Decision, Looks, sequential
 from geoformer.errors import GeoformerError
@@ -24,10 +25,13 @@ from geoformer.train import checkpoint
 QUICK_LOOKS = Looks((2,))  # quick mode: a smoke test of every pipeline; its verdicts are not evidence
 
 
-def _row_depends(row: Row) -> tuple[str, ...]:
+def _module_path(row: Row) -> str:
     name = "arena" if row.origin in ("arena", "modded") else f"seed{row.origin}"  # the module that registers the row
-    module = f"src/geoformer/claims/{name}.py"
-    return (*row.depends, *LEDGER, module)
+    return f"src/geoformer/claims/{name}.py"
+
+
+def _row_depends(row: Row) -> tuple[str, ...]:
+    return (*row.depends, *LEDGER, _module_path(row))
 
 
 def measure_row(row: Row, *, out: Path, quick: bool, quiet: bool, max_seeds: int | None = None) -> dict[str, Any]:
@@ -72,6 +76,7 @@ def measure_row(row: Row, *, out: Path, quick: bool, quiet: bool, max_seeds: int
             "configs": dict(sorted(ctx.configs.items())),
             "machine": provenance.machine(),
             "seconds": round(time.perf_counter() - t0, 1),
+            "fingerprint": row_fingerprint(row),
         },
     }
 
@@ -195,7 +200,13 @@ def stale_rows(path: Path) -> list[tuple[str, str]]:
         if row is None:
             out.append((r["id"], "not a registered claim any more"))
             continue
-        why = provenance.stale_reason(r.get("provenance"), _row_depends(row))
+        prov = r.get("provenance") or {}
+        deps = _row_depends(row)
+        if prov.get("fingerprint"):  # the row's own definition stands in for its whole module file
+            deps = tuple(d for d in deps if d != _module_path(row))
+        why = provenance.stale_reason(prov, deps)
+        if why is None and prov.get("fingerprint") and prov["fingerprint"] != row_fingerprint(row):
+            why = f"its definition changed since {prov['commit'][:10]} (fingerprint {prov['fingerprint']} -> {row_fingerprint(row)})"
         if why is None and (r.get("provenance") or {}).get("mode") == "quick":
             why = "measured in quick mode"
         if why:
