@@ -26,7 +26,7 @@ from geoformer.claims.registry import TRAINING, Row, Untestable, register, regis
 from geoformer.train import checkpoint
 
 O = "002"
-CIRCUITS = ("src/geoformer/circuits", "src/geoformer/models/gpt.py")
+CIRCUITS = ("src/geoformer/circuits", "src/geoformer/models/gpt.py", "src/geoformer/attention")  # the GPT builds its attention there
 LEVELS = (*TRAINING, "src/geoformer/models/levels.py", "src/geoformer/diagnostics/exactness.py", "configs/levels.toml")
 PRUNING = (*TRAINING, "src/geoformer/circuits/pruning.py", "src/geoformer/circuits/quantize.py",
            "src/geoformer/circuits/studies.py", "configs/pruning.toml")  # fmt: skip
