@@ -146,3 +146,4 @@ def test_tuning_tie_goes_to_the_earlier_value():
 
     trials = [{"knob": "k", "lr_mult": 1.0, "value": v, "score": s} for v, s in ((1, 0.5), (2, 0.7), (3, 0.7))]
     assert choose(trials) == {"1": {"k": 2}}
+    assert choose(trials, {"k": (1, 3)}) == {"1": {"k": 3}}  # values off today's grid do not count

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from geoformer.circuits.continual import CircuitsConfig, _jsonable, _prepare_out, _save, phase_b, train_a
-from geoformer.circuits.methods import TUNE_SEED
+from geoformer.circuits.methods import KNOB_NAMES, TUNE_SEED
 
 # knob -> (the method it is tuned on, its grid)
 KNOBS: dict[str, tuple[str, tuple[Any, ...]]] = {
-    "ewc_lambda": ("ewc", (1.0, 10.0, 100.0, 1000.0)),
+    "ewc_lambda": ("ewc", (0.01, 0.1, 1.0, 10.0)),
     "replay_mix": ("replay", (0.1, 0.25, 0.5, 0.75)),
     "zones": ("protect", tuple(
         tuple((name, round(frac * f, 4), scale) for name, frac, scale in CircuitsConfig().zones) for f in (0.5, 1, 2, 3)
@@ -30,6 +30,10 @@ KNOBS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "canary_tol": ("canary_repair", (0.01, 0.02, 0.05, 0.1)),
     "gpm_threshold": ("subspace", (0.6, 0.8, 0.9, 0.97)),
 }  # fmt: skip
+if tuple(KNOBS) != KNOB_NAMES:  # the CLI lists KNOB_NAMES without importing this module
+    raise AssertionError("methods.KNOB_NAMES must list the knobs of tuning.KNOBS")
+GRIDS = {k: grid for k, (_, grid) in KNOBS.items()}
+
 
 def criterion(result) -> float:
     return (result.a_after + result.b_after) / 2
@@ -74,19 +78,23 @@ def run_tune(
                 r = phase_b(model_a, method, replace(cfg, **{knob: value}), seed, lr_b=cfg.lr_b * mult)
                 state["trials"].append({"knob": knob, "method": method, "lr_mult": mult, "value": _jsonable(value),
                                         "a_after": r.a_after, "b_after": r.b_after, "score": criterion(r)})  # fmt: skip
-                _save(path, state | {"chosen": choose(state["trials"])})
+                _save(path, state | {"chosen": choose(state["trials"], GRIDS)})
                 if not quiet:
                     print(f"tune {knob}={value} ({method}, lr x{mult:g}): A {r.a_after:.3f}, B {r.b_after:.3f}",
                           flush=True)  # fmt: skip
-    state["chosen"] = choose(state["trials"])
+    state["chosen"] = choose(state["trials"], GRIDS)
     _save(path, state)
     return state
 
 
-def choose(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``{lr_mult (as text): {knob: best value}}``: the highest criterion, the earlier grid value on a tie."""
+def choose(trials: list[dict[str, Any]], grids: dict[str, tuple] | None = None) -> dict[str, dict[str, Any]]:
+    """``{lr_mult (as text): {knob: best value}}``: the highest criterion, the earlier trial on a tie; with
+    ``grids`` (knob -> values), only trials of values on today's grid count."""
     best: dict[tuple[str, float], dict[str, Any]] = {}
+    allowed = {k: [json.dumps(_jsonable(v)) for v in g] for k, g in (grids or {}).items()}
     for t in trials:
+        if grids is not None and json.dumps(t["value"]) not in allowed.get(t["knob"], []):
+            continue
         key = (t["knob"], t["lr_mult"])
         if key not in best or t["score"] > best[key]["score"]:
             best[key] = t

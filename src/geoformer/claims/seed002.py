@@ -237,8 +237,8 @@ register(
         "(Saha et al., ICLR 2021), the issue's principled reading of the write-up's protection",
         experiment=CONTINUAL_EXPERIMENT + "; method subspace: every block's linear layers and the tied embedding "
         "updated only outside the span of A's inputs to them (SVD energy threshold tuned over 0.6, 0.8, 0.9, 0.97; "
-        "rows of the tokens and positions A uses and the norm gains frozen); against ewc (lambda tuned over 1, 10, "
-        "100, 1000 x mean Fisher) at 10x the phase-B lr",
+        "rows of the tokens and positions A uses and the norm gains frozen); against ewc (lambda tuned over 0.01, 0.1, "
+        "1, 10 x mean Fisher) at 10x the phase-B lr",
         rule=f"at 10x lr: part A: {FORGET.text()}; part B: {LEARNS_B.text()}; part C: {LESS_THAN_EWC.text()}; all "
         f"paired by seed; {R.COMBINE_TEXT}",
         measure=_continual,
