@@ -67,9 +67,9 @@ class CircuitsConfig:
     lr: float = 3e-3
     warmup: int = 100
     steps: int = 5000  # training on all suites
-    steps_a: int = 8000  # phase A of continual learning: at most this many steps (constant lr) ...
+    steps_a: int = 8000  # phase A of continual learning: at most this many warmup + cosine steps ...
     until: float = 0.98  # ... stopping once every A suite scores this on a train-split check set
-    steps_extra: int = 6000  # all-suites model: at most this many constant-lr steps after the cosine phase
+    steps_extra: int = 6000  # all-suites model and phase A: at most this many constant-lr steps after the cosine
     lr_extra: float = 1e-3
     steps_b: int = 500  # phase B of continual learning
     lr_b: float = 1e-3  # phase B learning rate (x lr_mult for the high-lr experiment)
@@ -683,8 +683,14 @@ def train_a(cfg: CircuitsConfig, seed: int, cache: Path | None, quiet: bool) -> 
         return model
     model = build_model(cfg, seed)
     check = {k: s.subset(300) for k, s in suites(cfg, SUITES_A, "train", seed).items()}
-    train_suites(model, SUITES_A, steps=cfg.steps_a, lr=cfg.lr, seed=seed, cfg=cfg, log_every=250,
+    # the all-suites recipe (train_all): warmup + cosine to 10%, then, only while some A suite is below the
+    # criterion, constant lr_extra; both phases stop at the criterion (a train-split check, never the test split)
+    train_suites(model, SUITES_A, steps=cfg.steps_a, lr=cfg.lr, seed=seed, cfg=cfg, log_every=250, cosine=True,
                  log_suites=check, until=cfg.until, warmup=cfg.warmup, desc=f"A seed {seed}", quiet=quiet)  # fmt: skip
+    if min(score_all(model, check).values()) < cfg.until and cfg.steps_extra > 0:
+        train_suites(model, SUITES_A, steps=cfg.steps_extra, lr=cfg.lr_extra, seed=seed, cfg=cfg, stream=3,
+                     log_every=250, log_suites=check, until=cfg.until, warmup=50, desc=f"A+ seed {seed}",
+                     quiet=quiet)  # fmt: skip
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / "model_a.pt.tmp"
