@@ -222,7 +222,7 @@ def test_stall_is_flagged_when_progress_stops():
 
 def test_every_method_runs_and_records_its_parts(tmp_path):
     tiny = {"n_layer": 1, "n_head": 2, "n_embd": 16, "n_train": 40, "n_test": 20, "steps_a": 4, "steps_b": 4,
-            "batch_size": 8, "fisher_examples": 12, "canary_examples": 8, "canary_every": 2, "gpm_examples": 10,
+            "batch_size": 8, "fisher_examples": 12, "canary_examples": 8, "canary_every": 2, "gpm_examples": 10, "steps_extra": 4,
             "replay_per_suite": 5}  # fmt: skip
     cfg = CL.CircuitsConfig(**{**CL.CircuitsConfig().__dict__, **tiny})
     model = CL.train_a(cfg, 0, None, True)
