@@ -97,7 +97,12 @@ def test_jobs_2_gives_the_results_of_jobs_1(tmp_path, capsys):
     code, stdout, err = run_cli([*argv, "--jobs", "2", "--out", str(tmp_path / "j2")], capsys)
     assert code == 0, err and "search: accuracy" in stdout
     one, two = _rows(tmp_path / "j1"), _rows(tmp_path / "j2")
-    assert len(one) == 4 and one == two
+    # the search stops at a CPU-time budget, so on a loaded machine an unsolved task's best guesses (and a solved
+    # task's second attempt) can depend on how far it got; what each task scored may not
+    outcome = ("id", "score", "correct", "methods")
+    assert len(one) == 4 and {k: {f: v[f] for f in outcome} for k, v in one.items()} == {
+        k: {f: v[f] for f in outcome} for k, v in two.items()}
+    assert all(one[k]["attempts"][0][0] == two[k]["attempts"][0][0] for k in one if one[k]["score"] == 1)
     s = json.loads((tmp_path / "j2" / "summary.json").read_text())
     assert s["tasks"] == 4 and s["solved_by"] == {"search": s["solved_by"]["search"]}
     assert s["cpu_seconds_per_task_max"] <= 5.0 + 1.0  # the per-task budget holds in the workers too
