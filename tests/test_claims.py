@@ -134,15 +134,21 @@ def _git(repo, *args):
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
 
 
-def test_stale_lists_rows_whose_dependencies_changed(tmp_path, fake_rows, monkeypatch):
+def _repo(tmp_path, monkeypatch, files: dict[str, str]):
+    """A git repository with ``files`` (path under src/ -> text) in one commit, as provenance's REPO."""
     repo = tmp_path / "repo"
     (repo / "src").mkdir(parents=True)
-    (repo / "src" / "x.py").write_text("a = 1\n")
-    (repo / "src" / "y.py").write_text("b = 1\n")
+    for name, text in files.items():
+        (repo / "src" / name).write_text(text)
     _git(repo, "init", "-q")
     _git(repo, "-c", "user.email=a@b", "-c", "user.name=t", "add", ".")
     _git(repo, "-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qm", "one")
     monkeypatch.setattr(provenance, "REPO", repo)
+    return repo
+
+
+def test_stale_lists_rows_whose_dependencies_changed(tmp_path, fake_rows, monkeypatch):
+    repo = _repo(tmp_path, monkeypatch, {"x.py": "a = 1\n", "y.py": "b = 1\n"})
     monkeypatch.setattr(L, "_row_depends", lambda row: row.depends)
     fake_rows["t-x"] = fake_row("t-x", [-1.0] * 10, depends=("src/x.py",))
     fake_rows["t-y"] = fake_row("t-y", [-1.0] * 10, depends=("src/y.py",))
@@ -269,14 +275,7 @@ def test_fingerprint_follows_what_the_row_reaches_and_nothing_else(tmp_path):
 
 
 def test_stale_with_a_fingerprint_ignores_other_rows_of_the_module(tmp_path, fake_rows, monkeypatch):
-    repo = tmp_path / "repo"
-    (repo / "src").mkdir(parents=True)
-    (repo / "src" / "mod.py").write_text("a = 1\n")
-    (repo / "src" / "dep.py").write_text("b = 1\n")
-    _git(repo, "init", "-q")
-    _git(repo, "-c", "user.email=a@b", "-c", "user.name=t", "add", ".")
-    _git(repo, "-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qm", "one")
-    monkeypatch.setattr(provenance, "REPO", repo)
+    repo = _repo(tmp_path, monkeypatch, {"mod.py": "a = 1\n", "dep.py": "b = 1\n"})
     monkeypatch.setattr(L, "_module_path", lambda row: "src/mod.py")
     monkeypatch.setattr(L, "_row_depends", lambda row: (*row.depends, "src/mod.py"))
     fake_rows["t-x"] = fake_row("t-x", [-1.0] * 10, depends=("src/dep.py",))

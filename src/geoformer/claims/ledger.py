@@ -201,12 +201,13 @@ def stale_rows(path: Path) -> list[tuple[str, str]]:
             out.append((r["id"], "not a registered claim any more"))
             continue
         prov = r.get("provenance") or {}
+        recorded = prov.get("fingerprint")
         deps = _row_depends(row)
-        if prov.get("fingerprint"):  # the row's own definition stands in for its whole module file
+        if recorded:  # the row's own definition stands in for its whole module file
             deps = tuple(d for d in deps if d != _module_path(row))
         why = provenance.stale_reason(prov, deps)
-        if why is None and prov.get("fingerprint") and prov["fingerprint"] != row_fingerprint(row):
-            why = f"its definition changed since {prov['commit'][:10]} (fingerprint {prov['fingerprint']} -> {row_fingerprint(row)})"
+        if why is None and recorded and recorded != (now := row_fingerprint(row)):
+            why = f"its definition changed since {prov['commit'][:10]} (fingerprint {recorded} -> {now})"
         if why is None and (r.get("provenance") or {}).get("mode") == "quick":
             why = "measured in quick mode"
         if why:
