@@ -278,3 +278,28 @@ def test_homotopy_lr_refuses_to_be_chained_in_one_line():
         for _ in range(4):
             opt.step()
             chained.step()
+
+
+def test_homotopy_lr_probes_at_a_sequential_lr_milestone():
+    """After a warmup in SequentialLR, the milestone hands over with `_update_lr(0)`, not `step()`: the probe due
+    after that optimizer step still runs, so the takeover lr is curvature-informed and probes then follow every
+    `interval` steps, as when HomotopyLR runs alone."""
+    from torch.optim.lr_scheduler import LinearLR, SequentialLR
+
+    for interval in (1, 3):
+        s = Scaled()
+        opt = torch.optim.SGD([s.theta], lr=0.1)
+        warm = LinearLR(opt, start_factor=0.1, total_iters=4)
+        hom = HomotopyLR(opt, s, HomotopyOptions(interval=interval, eigen="power", power_iters=3, alpha=1.0))
+        seq = SequentialLR(opt, [warm, hom], milestones=[4])
+        counts = []
+        for _ in range(10):
+            opt.zero_grad()
+            s().backward()
+            opt.step()
+            seq.step()
+            counts.append(hom.n_estimates)
+        # steps 1-3 are warmup (no probe); the 4th step's scheduler call is the takeover (a probe); then one
+        # probe each `interval` steps of HomotopyLR's own count
+        expect = [0, 0, 0] + [1 + i // interval for i in range(7)]
+        assert counts == expect, (interval, counts)

@@ -206,6 +206,13 @@ class HomotopyLR(LRScheduler):
         self._initial_step_done = True
         super().step()
 
+    def _update_lr(self, epoch: int | None = None) -> None:
+        # SequentialLR hands over at its milestone with _update_lr(0), bypassing step(): an optimizer step has
+        # just completed there, so the probe due before the takeover lr runs here (the next one `interval` later)
+        if epoch is not None and getattr(self, "_initial_step_done", False):
+            self.estimate_now()
+        super()._update_lr(epoch)
+
     def metrics(self) -> dict[str, float]:
         """The latest estimates (group 0, or g<i>/... per group) and the current lr, for metrics.jsonl."""
         out: dict[str, float] = {}
