@@ -144,7 +144,8 @@ def test_trainer_bench_bad_steps_is_one_line(tmp_path, corpus, capsys):
 
 def test_gauge_kl_is_timed_beside_its_floor_and_pairwise_path():
     s = A.AttentionBenchSettings(
-        seqs=[8, 16], kinds=["gauge_kl"], batch=1, embd=16, heads=2, repeats=2, warmup=0, memory=False
+        seqs=[8, 16], kinds=["gauge_kl"], batch=1, embd=16, heads=2, repeats=2, warmup=0, memory=False,
+        companions=("floor", "pairwise"),
     )
     rows = {(r["kind"], r["seq"]): r for r in A.run_attention_bench(s)["rows"]}
     g = rows["gauge_kl", 16]
@@ -155,6 +156,30 @@ def test_gauge_kl_is_timed_beside_its_floor_and_pairwise_path():
         assert g[f"ratio_time_vs_{name}"] == A.ratio(g["median_ms"], c["median_ms"])
     assert rows["sdpa", 16]["companions"] == {}
     assert "time × floor" in A.format_table({"rows": list(rows.values())})
+
+
+def test_the_default_bench_times_only_the_fast_companions():
+    """The explicit pairwise path takes seconds per call at the README's lengths: timed only when asked."""
+    s = A.AttentionBenchSettings(seqs=[8], kinds=["gauge_kl"], batch=1, embd=16, heads=2, repeats=1, warmup=0, memory=False)
+    g = [r for r in A.run_attention_bench(s)["rows"] if r["kind"] == "gauge_kl"][0]
+    assert set(g["companions"]) == {"floor"} and "ratio_time_vs_pairwise" not in g
+    assert A.parse_companions(None) == ("floor",)
+    assert A.parse_companions("floor, pairwise,floor") == ("floor", "pairwise")
+    assert A.parse_companions("none") == ()
+    from geoformer import attention
+
+    m = attention.build("gauge_kl", 16, 2, dropout=0.0, bias=False, block_size=32, options={})
+    x = A.torch.randn(1, 8, 16, requires_grad=True)
+    assert set(A.companions(m, x, ("all",))) == {"floor", "pairwise"}
+    assert set(A.companions(m, x, ("pairwise",))) == {"pairwise"}
+    assert A.companions(m, x, ()) == {}
+
+
+@pytest.mark.parametrize("bad", ["", ",", "none,floor", "floor;pairwise"])
+def test_bad_companions_is_one_line(tmp_path, capsys, bad):
+    argv = ["bench", "attention", "--seq", "8", "--kinds", "gauge_kl", "--companions", bad, "--out", str(tmp_path)]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "--companions" in err and len(err.strip().splitlines()) == 1
 
 
 def test_gauge_kl_leaves_out_a_pairwise_path_too_big_to_run(monkeypatch):

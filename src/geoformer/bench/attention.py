@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,9 @@ class AttentionBenchSettings:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> that kind's options
     memory: bool = True
     seed: int = 0
+    # which of a kind's companions are timed beside it: names, or ("all",); the default leaves out the
+    # explicit pairwise paths, which take seconds per call (ask with --companions floor,pairwise or all)
+    companions: tuple[str, ...] = ("floor",)
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -208,11 +211,29 @@ def time_closure(fn: Callable[[], None], device: torch.device) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def companions(module: torch.nn.Module, x: torch.Tensor) -> dict[str, Callable[[], None]]:
+def companions(
+    module: torch.nn.Module, x: torch.Tensor, wanted: Sequence[str] = ("all",)
+) -> dict[str, Callable[[], None]]:
     """A kind's reference workloads timed beside it, ``{name: closure}``, from its optional
-    ``bench_companions(x)`` method (``gauge_kl``: ``floor``, its SDPA limit; ``pairwise``, its explicit path)."""
+    ``bench_companions(x)`` method (``gauge_kl``: ``floor``, its SDPA limit; ``pairwise``, its explicit path),
+    kept to the names in ``wanted`` (``("all",)``: every one; ``()``: none)."""
     fn = getattr(module, "bench_companions", None)
-    return dict(fn(x)) if callable(fn) else {}
+    found = dict(fn(x)) if callable(fn) else {}
+    return found if "all" in wanted else {k: v for k, v in found.items() if k in wanted}
+
+
+def parse_companions(text: str | None) -> tuple[str, ...]:
+    """``--companions``: ``"floor,pairwise"``, ``"all"`` or ``"none"``; None keeps the default (``floor``)."""
+    if text is None:
+        return AttentionBenchSettings.companions
+    names = tuple(dict.fromkeys(p.strip() for p in str(text).split(",") if p.strip()))
+    if not names or any(not n.isidentifier() for n in names):
+        raise GeoformerError(f"--companions expects comma-separated names, all or none, got {text!r}")
+    if "none" in names:
+        if len(names) > 1:
+            raise GeoformerError(f"--companions none cannot be combined with other names, got {text!r}")
+        return ()
+    return names
 
 
 def time_round_robin(
@@ -317,7 +338,7 @@ def measure_length(
     extra: dict[str, Callable[[], None]] = {}
     for kind, (module, x) in cases.items():
         try:
-            extra.update({f"{kind}/{name}": fn for name, fn in companions(module, x).items()})
+            extra.update({f"{kind}/{name}": fn for name, fn in companions(module, x, s.companions).items()})
         except Exception as e:  # noqa: BLE001 - a companion that cannot be built is noted, the kind still runs
             errors[f"{kind}/companions"] = _error_text(e)
     times = time_round_robin(cases, errors, s.repeats, s.warmup, device, extra)

@@ -29,6 +29,11 @@ def _add_attention(sub) -> None:
         help="an attention kind's option, e.g. --set-attn local.window=16",
     )
     a.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    a.add_argument(
+        "--companions",
+        help="a kind's reference workloads timed beside it (gauge_kl: floor, pairwise): names, all or none "
+        "(default: floor; the explicit pairwise path takes seconds per call)",
+    )
     a.add_argument("--out", required=True, help="folder for bench.json, bench.md, bench.png")
 
 
@@ -95,6 +100,7 @@ def run_attention(args) -> int:
         device=args.device,
         options=A.parse_attn_sets(args.set_attn),
         memory=not args.no_memory,
+        companions=A.parse_companions(args.companions),
     )
     result = A.run_attention_bench(settings, log=_log)
     out = A.write_outputs(result, args.out)
