@@ -26,8 +26,8 @@ QUICK_LOOKS = Looks((2,))  # quick mode: a smoke test of every pipeline; its ver
 
 
 def _module_path(row: Row) -> str:
-    name = "arena" if row.origin in ("arena", "modded") else f"seed{row.origin}"  # the module that registers the row
-    return f"src/geoformer/claims/{name}.py"
+    """The module that registers the row (where its measure function lives)."""
+    return "src/" + row.measure.__module__.replace(".", "/") + ".py"
 
 
 def _row_depends(row: Row) -> tuple[str, ...]:

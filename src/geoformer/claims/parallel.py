@@ -19,7 +19,7 @@ from pathlib import Path
 from geoformer.claims.registry import Row
 from geoformer.errors import GeoformerError
 
-_GROUP = {"modded": "arena+seed004", "arena": "arena+seed004", "004": "arena+seed004"}
+_GROUP = {"modded": "arena+seed004", "arena": "arena+seed004", "004": "arena+seed004", "compressarc": "seed000"}
 
 
 def groups(rows: dict[str, Row]) -> dict[str, list[str]]:

@@ -33,6 +33,8 @@ ORIGINS: dict[str, str] = {
     "004": "GitHub thehalleyyoung/TorchType, proposal 7 (homotopy learning rate) report",
     "arena": "nanoGPT (GitHub karpathy/nanoGPT), README, shakespeare_char on CPU",
     "modded": "modded-nanogpt (GitHub KellerJordan/modded-nanogpt), README record history",
+    "compressarc": "CompressARC (Liao and Gu, 'ARC-AGI Without Pretraining', arXiv 2512.06104; GitHub "
+    "iliao2345/CompressARC)",
 }
 
 MODULES = ("arena", "seed000", "seed001", "seed002", "seed003", "seed004")
