@@ -248,8 +248,9 @@ def render_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], plot: bool
         f"{', modified' if head.get('dirty') else ''}). Every row carries its own provenance: the commit it was "
         "measured at, n (seeds), date; `geoformer claims --stale DIR` lists rows whose code changed since.",
         "",
-        "Each row quotes a claim of one of five public write-ups, names the experiment that tests it here, the value "
-        "measured, and the verdict with the rule that decided it. Rules are stated before a row runs (its smallest "
+        "Each row quotes a claim of one of five public write-ups, or of a public system the library is measured "
+        "against (the arena rows: nanoGPT, modded-nanogpt, CompressARC), names the experiment that tests it here, "
+        "the value measured, and the verdict with the rule that decided it. Rules are stated before a row runs (its smallest "
         "effect of interest delta and why) and are code under test (`tests/test_claims_rules.py`). "
         "Seeds are added at looks n = 3, 5, 10 while a row is inconclusive, each look's interval at 98.3% "
         "(Bonferroni over the looks). A claim that did not reproduce says so.",
