@@ -14,6 +14,7 @@ from geoformer.attention.quantum import QuantumGeometricAttention
 from geoformer.errors import GeoformerError
 from geoformer.geometry import fisher
 from geoformer.models.gpt import GPT, GPTConfig
+from tests.test_tiled import selection_margin
 
 VARIANTS = {
     "hyperbolic": ("hyperbolic", {}),
@@ -391,19 +392,3 @@ def test_gradcheck_quantum_tiled():
     fk = fisher.fidelity_features(*m._states(k))
     assert selection_margin(fq, fk, tile=2, refine=2, scale=1.0) > 1e-3
     assert gradcheck_module(m, x)
-
-
-def selection_margin(q, k, *, tile, refine, scale):
-    """Smallest gap, over query tiles with more past tiles than refined slots, between the last chosen and the
-    best rejected past-tile score (the distance of the top-k choice from a tie)."""
-    from geoformer.attention.tiled import tile_selection
-
-    s = tile_selection(q, k, k, tile=tile, refine=refine, scale=scale)["scores"]
-    n_t = s.size(-1)
-    gaps = [
-        (top[..., refine - 2] - top[..., refine - 1]).min()
-        for i in range(refine, n_t)
-        for top in [s[..., i, :i].sort(dim=-1, descending=True).values]
-    ]
-    assert gaps, "no query tile has a choice to make"
-    return torch.stack(gaps).min().item()
