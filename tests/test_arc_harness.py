@@ -132,3 +132,38 @@ def test_unknown_method_is_one_line_and_baseline_rows_are_unchanged(tmp_path, ca
     assert "cpu_seconds_per_task_max" not in summary and "attempts_by_method" not in summary
     cfg = json.loads((out / "config.json").read_text())["settings"]
     assert cfg == {"dataset": "arc1", "split": "training", "method": "identity", "seed": 0}
+
+
+def test_arc_show_draws_cell_lines_and_keeps_titles_clear_of_the_grids():
+    """Every grid gets one line per cell border (30x30 included); each title sits above its own grid and
+    below the program label of the panel above it."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from geoformer.data import arc as A
+    from geoformer.experiments.arc_render import draw_task
+
+    big = np.arange(900).reshape(30, 30) % 10
+    task = A.ArcTask("synthetic", [(np.zeros((1, 1), int), np.ones((1, 1), int)), (big, big.T)],
+                     [(np.zeros((2, 5), int), np.ones((5, 2), int))])  # fmt: skip
+    pred = {"attempts": [[np.ones((5, 2), int).tolist(), np.zeros((2, 5), int).tolist()]],
+            "programs": [["x |> transpose |> recolour(0->1) " * 4, None]], "methods": [["search", "learner"]]}  # fmt: skip
+    fig = draw_task(task, prediction=pred)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    grids = [ax for ax in fig.axes if ax.images]
+    assert len(grids) == 2 * 2 + 4
+    for ax in grids:
+        h, w = ax.images[0].get_array().shape
+        assert len(ax.xaxis.get_minorticklocs()) == w + 1 and len(ax.yaxis.get_minorticklocs()) == h + 1
+        assert all(line.get_visible() for line in ax.get_xgridlines() + ax.get_ygridlines())
+        assert ax.title.get_window_extent(r).y0 >= ax.get_window_extent(r).y1 - 0.5  # above its grid
+    cols = {}
+    for ax in grids:
+        cols.setdefault(round(ax.get_position().x0, 3), []).append(ax)
+    for col in cols.values():
+        col.sort(key=lambda a: -a.get_position().y0)
+        for upper, lower in zip(col, col[1:], strict=False):
+            below = upper.get_tightbbox(r).y0  # the upper panel with its label
+            assert lower.title.get_window_extent(r).y1 <= below + 0.5, (upper.get_title(), lower.get_title())
+    plt.close(fig)

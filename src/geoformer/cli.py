@@ -276,7 +276,8 @@ def cmd_arc_eval(args) -> int:
 
 def cmd_arc_show(args) -> int:
     from geoformer.data import arc as A
-    from geoformer.experiments.arc_eval import load_prediction, render_task
+    from geoformer.experiments.arc_eval import load_prediction
+    from geoformer.experiments.arc_render import render_task
 
     pred = load_prediction(Path(args.pred), args.task_id) if args.pred else None
     if args.dataset is not None:

@@ -27,7 +27,7 @@ import os
 import statistics
 import time
 from collections import Counter
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,6 @@ DEFAULT_STEPS = 300
 SEARCH_DEPTH = 3  # searched primitives per program (a fitted final step comes on top)
 DEFAULT_BUDGET_S = 600.0  # wall clock: a hard cap against a stuck task
 DEFAULT_BUDGET_CPU_S = 60.0  # CPU seconds of this process: the load-independent per-task cap
-ARC_COLOURS = (
-    "#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
-    "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25",
-)  # fmt: skip
 
 
 def committed_ids_path() -> Path:
@@ -375,20 +371,14 @@ def _init_worker(method: str) -> None:
 
 def _solve_parallel(todo: list[str], jobs: int, finished, *, dataset: str, split: str, **opts) -> None:
     """Solve ``todo`` in ``jobs`` spawned processes (not forked: a forked torch with a live OpenMP pool can
-    deadlock); ``finished(row)`` runs here as each task ends."""
+    deadlock); ``finished(row)`` runs here as each task ends; a failed task cancels the ones not started."""
+    from geoformer.experiments.pools import completed
+
     ctx = mp.get_context("spawn")
     with _one_thread_env(), ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
                                                 initargs=(opts["method"],)) as pool:  # fmt: skip
-        pending = {pool.submit(solve_one, dataset, split, tid, **opts) for tid in todo}
-        while pending:
-            ready, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for f in ready:
-                err = f.exception()
-                if err is not None:
-                    for p in pending:
-                        p.cancel()
-                    raise err
-                finished(f.result())
+        for f in completed([pool.submit(solve_one, dataset, split, tid, **opts) for tid in todo]):
+            finished(f.result())
 
 
 def _solver_of(row: dict) -> str:
@@ -447,71 +437,3 @@ def load_prediction(pred_dir: Path, task_id: str) -> dict:
     if row is None:
         raise GeoformerError(f"{p} is not an ARC eval task file")
     return row
-
-
-def _program_label(method: str, program: str | None, width: int = 34, lines: int = 6) -> str:
-    """A program's text wrapped under its attempt (long fitted tables are cut with an ellipsis)."""
-    import textwrap
-
-    if program is None:
-        return f"[{method}]"
-    text = textwrap.wrap(program.removeprefix("x |> "), width) or [""]
-    if len(text) > lines:
-        text = [*text[: lines - 1], text[lines - 1][: width - 3] + "..."]
-    return "\n".join([f"[{method}]", *text])
-
-
-def render_task(task: A.ArcTask, png: Path, *, prediction: dict | None = None, title: str = "") -> Path:
-    """A PNG: one column per demonstration pair (input over output), then per test input the input, the
-    true output and (with ``prediction``) the attempts, each marked correct or not."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-
-    cmap, norm = ListedColormap(ARC_COLOURS), BoundaryNorm(np.arange(-0.5, 10.5, 1), 10)
-    cols: list[list[tuple[str, np.ndarray | None]]] = [
-        [(f"demo {k + 1} in", i), (f"demo {k + 1} out", o)] for k, (i, o) in enumerate(task.train)
-    ]
-    for t, (ti, to) in enumerate(task.test):
-        col = [(f"test {t + 1} in", ti), (f"test {t + 1} truth", to)]
-        if prediction is not None:
-            atts = prediction["attempts"][t] if t < len(prediction["attempts"]) else []
-            progs = prediction.get("programs", [])
-            methods = prediction.get("methods", [])
-            for a_i, a in enumerate(atts[:2]):
-                a = np.asarray(a)
-                ok = to is not None and a.shape == to.shape and bool((a == to).all())
-                name = f"attempt {a_i + 1} {'✓' if ok else '✗'}"
-                if t < len(methods):
-                    prog = progs[t][a_i]
-                    name += "\n" + _program_label(methods[t][a_i], prog)
-                col.append((name, a))
-        cols.append(col)
-    rows = max(len(c) for c in cols)
-    labelled = prediction is not None and "programs" in prediction  # program text below the attempts
-    width = 2.6 if labelled else 2.0
-    fig, axes = plt.subplots(rows, len(cols), figsize=(width * len(cols), 2.1 * rows + (1.5 if labelled else 0)),
-                             squeeze=False)  # fmt: skip
-    for ci, col in enumerate(cols):
-        for ri in range(rows):
-            ax = axes[ri][ci]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if ri >= len(col) or col[ri][1] is None:
-                ax.axis("off")
-                continue
-            name, grid = col[ri]
-            ax.imshow(grid, cmap=cmap, norm=norm, interpolation="nearest")
-            head, _, label = name.partition("\n")
-            ax.set_title(f"{head} {grid.shape[0]}x{grid.shape[1]}", fontsize=7)
-            if label:
-                ax.set_xlabel(label, fontsize=5.5, family="monospace", loc="left")
-    fig.suptitle(title or task.id, fontsize=9)
-    fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    return png
