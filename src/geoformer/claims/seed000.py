@@ -153,14 +153,20 @@ def _arc_eval_dir(ctx: ClaimContext) -> Path:
     return ctx.shared("arc1-eval" + ("-quick" if ctx.quick else ""))
 
 
-def _measure_arc(ctx: ClaimContext, n: int) -> dict[str, Any]:
+def _committed_sample(ctx: ClaimContext) -> list[str]:
+    """The committed 100-task ARC-AGI-1 evaluation sample (quick: its first 5 tasks)."""
     from geoformer.data import arc as A
-    from geoformer.experiments.arc_eval import committed_ids_path, run_arc_eval
+    from geoformer.experiments.arc_eval import committed_ids_path
 
     ids = A.read_ids_file(committed_ids_path())
+    return ids[:5] if ctx.quick else ids
+
+
+def _measure_arc(ctx: ClaimContext, n: int) -> dict[str, Any]:
+    from geoformer.experiments.arc_eval import run_arc_eval
+
+    ids = _committed_sample(ctx)
     steps, budget = (60, 10.0) if ctx.quick else (300, 20.0)
-    if ctx.quick:
-        ids = ids[:5]
     root = _arc_eval_dir(ctx)
     settings = {"dataset": "arc1", "split": "evaluation", "ids": ids, "steps": steps, "budget_cpu_s": budget, "seed": 0}
     ctx.record("arc eval", settings)
@@ -231,13 +237,10 @@ HYBRID_QUICK = {"steps": 60, "budget_cpu_s": 10.0, "search_budget_cpu_s": 5.0}
 
 
 def _measure_hybrid(ctx: ClaimContext, n: int) -> dict[str, Any]:
-    from geoformer.data import arc as A
-    from geoformer.experiments.arc_eval import committed_ids_path, run_arc_eval
+    from geoformer.experiments.arc_eval import run_arc_eval
 
-    ids = A.read_ids_file(committed_ids_path())
+    ids = _committed_sample(ctx)
     knobs = HYBRID_QUICK if ctx.quick else HYBRID
-    if ctx.quick:
-        ids = ids[:5]
     root = _arc_eval_dir(ctx)
     ctx.record("arc eval", {"dataset": "arc1", "split": "evaluation", "ids": ids, "method": "hybrid", **knobs, "seed": 0})
     res = run_arc_eval(
