@@ -33,3 +33,17 @@ def test_jobs_2_measures_and_merges(tmp_path, capsys):
     assert (out / "_jobs" / "seed000" / "claims.json").is_file() and (out / "CLAIMS.md").is_file()
     code, _, err = run_cli(["claims", "--quick", "--jobs", "0", "--only", ids, "--out", str(tmp_path / "x")], capsys)
     assert_one_line_error(code, err, "--jobs must be >= 1")
+
+
+def test_every_row_names_the_module_that_registers_it():
+    """module_of (the staleness check's module path, the --jobs groups) is the module whose source defines the row's
+    id: rows built by a helper in common.py (compare_row) or from another origin (the ARC bar) included."""
+    import importlib
+    import inspect
+
+    from geoformer.claims.registry import MODULES, all_rows, module_of
+
+    sources = {m: inspect.getsource(importlib.import_module(f"geoformer.claims.{m}")) for m in MODULES}
+    for rid, row in all_rows().items():
+        m = module_of(row)
+        assert m in MODULES and f'"{rid}"' in sources[m], (rid, m)

@@ -17,7 +17,7 @@ from typing import Any
 from geoformer.claims import provenance
 from geoformer.claims.context import ClaimContext
 from geoformer.claims.fingerprint import row_fingerprint
-from geoformer.claims.registry import LEDGER, Row, all_rows, untestable
+from geoformer.claims.registry import LEDGER, Row, all_rows, module_of, untestable
 from geoformer.claims.rules import OUTCOMES, SINGLE, Decision, Looks, sequential
 from geoformer.errors import GeoformerError
 from geoformer.train import checkpoint
@@ -26,8 +26,7 @@ QUICK_LOOKS = Looks((2,))  # quick mode: a smoke test of every pipeline; its ver
 
 
 def _module_path(row: Row) -> str:
-    """The module that registers the row (where its measure function lives)."""
-    return "src/" + row.measure.__module__.replace(".", "/") + ".py"
+    return f"src/geoformer/claims/{module_of(row)}.py"  # the module that registers the row
 
 
 def _row_depends(row: Row) -> tuple[str, ...]:

@@ -16,17 +16,18 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from geoformer.claims.registry import Row
+from geoformer.claims.registry import Row, module_of
 from geoformer.errors import GeoformerError
 
-_GROUP = {"modded": "arena+seed004", "arena": "arena+seed004", "004": "arena+seed004", "compressarc": "seed000"}
+_GROUP = {"arena": "arena+seed004", "seed004": "arena+seed004"}
 
 
 def groups(rows: dict[str, Row]) -> dict[str, list[str]]:
-    """Row ids by the experiments they may share: one group per write-up module, arena with seed004."""
+    """Row ids by the experiments they may share: one group per registering module, arena with seed004."""
     out: dict[str, list[str]] = {}
     for rid, row in rows.items():
-        out.setdefault(_GROUP.get(row.origin, f"seed{row.origin}"), []).append(rid)
+        m = module_of(row)
+        out.setdefault(_GROUP.get(m, m), []).append(rid)
     return out
 
 

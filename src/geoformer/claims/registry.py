@@ -38,6 +38,13 @@ ORIGINS: dict[str, str] = {
 }
 
 MODULES = ("arena", "seed000", "seed001", "seed002", "seed003", "seed004")
+# the module that registers an origin's rows, where it is not seed<origin> (the ARC bar sits beside 000's ARC rows)
+_ORIGIN_MODULE = {"arena": "arena", "modded": "arena", "compressarc": "seed000"}
+
+
+def module_of(row: Row) -> str:
+    """The name of the module in geoformer.claims that registers ``row`` (one of MODULES)."""
+    return _ORIGIN_MODULE.get(row.origin, f"seed{row.origin}")
 
 
 @dataclass
