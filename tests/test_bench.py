@@ -16,6 +16,15 @@ from .conftest import run_cli
 TINY = ["--batch", "2", "--embd", "16", "--heads", "2", "--repeats", "2", "--warmup", "1"]
 
 
+def test_attention_bench_runs_without_arguments_at_the_readme_lengths(tmp_path, capsys):
+    """`bench attention --out DIR` alone is a complete command: sequence lengths default to 128..1024."""
+    args = ["bench", "attention", "--kinds", "naive", "--no-memory", *TINY, "--repeats", "1", "--out", str(tmp_path)]
+    code, _, _ = run_cli(args, capsys)
+    assert code == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert sorted({r["seq"] for r in rows}) == [128, 256, 512, 1024]
+
+
 def test_attention_bench_writes_files_and_ratios(tmp_path, capsys):
     code, out, _ = run_cli(
         ["bench", "attention", "--seq", "16,32", "--no-memory", *TINY, "--out", str(tmp_path)], capsys

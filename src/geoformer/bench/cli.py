@@ -10,7 +10,7 @@ from geoformer.errors import GeoformerError
 
 def _add_attention(sub) -> None:
     a = sub.add_parser("attention", help="attention kinds: forward+backward time and memory, ratio to sdpa")
-    a.add_argument("--seq", required=True, help="comma-separated sequence lengths, e.g. 128,256,512")
+    a.add_argument("--seq", default="128,256,512,1024", help="comma-separated sequence lengths")
     a.add_argument("--kinds", help="comma-separated attention kinds (default: all; sdpa is always measured)")
     a.add_argument("--batch", type=int, default=4, help="batch size")
     a.add_argument("--embd", type=int, default=128, help="n_embd")
