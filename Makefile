@@ -38,3 +38,5 @@ claims: $(STAMP)
 	$(BIN)/geoformer claims --out runs/ledger --force
 	cp runs/ledger/CLAIMS.md docs/CLAIMS.md
 	cp runs/ledger/claims.json docs/claims.json
+	cp runs/ledger/CLAIMS.html docs/CLAIMS.html
+	if [ -f runs/ledger/forest.png ]; then cp runs/ledger/forest.png docs/forest.png; fi
