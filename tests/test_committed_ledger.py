@@ -43,3 +43,13 @@ def test_markdown_totals_match_the_rows(rows):
     md = (DOCS / "CLAIMS.md").read_text()
     assert f"{t['reproduced']} reproduced, {t['not reproduced']} not reproduced, {t['inconclusive']} inconclusive" in md
     assert (DOCS / "forest.png").stat().st_size > 10_000
+
+
+def test_readme_totals_match_the_committed_ledger(rows):
+    """The front page's totals line is the committed ledger's: every registered row measured, the same counts."""
+    t = L.totals(rows)
+    readme = (DOCS.parent / "README.md").read_text()
+    assert len(rows) == len(all_rows())
+    line = (f"All {len(rows)} registered rows are measured: {t['reproduced']} reproduced, "
+            f"{t['not reproduced']} not reproduced, {t['inconclusive']} inconclusive")
+    assert line in " ".join(readme.split()), line
