@@ -194,6 +194,37 @@ def test_forest_points_orient_every_directional_part():
     assert pts[1]["lo"] == pytest.approx(1.0) and pts[1]["hi"] == pytest.approx(3.0)
 
 
+def test_bound_and_equivalence_points_put_the_claimed_side_right():
+    from geoformer.claims.plot import bound_points, equivalence_points
+
+    below = R.Bound("below", 10.0, "%", "w").decide(R.Interval(5.0, 4.0, 6.0, 0.95, 3))  # claim holds
+    above = R.Bound("above", 2.0, "x", "w").decide(R.Interval(1.0, 0.5, 1.5, 0.95, 3))  # claim fails
+    zero = R.Bound("below", 0.0, "x", "w").decide(R.Interval(-1.0, -2.0, -0.5, 0.95, 3))
+    eq = R.Equivalence(1.88, 0.05, "nats", "w").decide(R.Interval(1.90, 1.86, 1.94, 0.95, 3))
+    bar = R.Decision("reproduced", "x", R.Interval(0.22, 0.15, 0.31, 0.95, 100), spec={"form": "bar", "bar": 0.2})
+    rows = [{"id": "b", "verdict": "reproduced", "decision": R.combine({"lo": below, "hi": above, "z": zero}).to_dict()},
+            {"id": "e", "verdict": "reproduced", "decision": eq.to_dict()},
+            {"id": "arc", "verdict": "reproduced", "decision": bar.to_dict()}]  # fmt: skip
+    pts = {p["label"]: p for p in bound_points(rows)}
+    assert list(pts) == ["b: lo", "b: hi", "b: z", "arc"]
+    assert (pts["b: lo"]["lo"], pts["b: lo"]["hi"], pts["b: lo"]["estimate"]) == pytest.approx((0.4, 0.6, 0.5))
+    assert (pts["b: hi"]["lo"], pts["b: hi"]["hi"]) == pytest.approx((-0.75, -0.25))
+    assert (pts["b: z"]["lo"], pts["b: z"]["hi"]) == pytest.approx((0.5, 2.0))  # a zero bound is scaled by 1
+    assert (pts["arc"]["lo"], pts["arc"]["hi"]) == pytest.approx((-0.25, 0.55))
+    (e,) = equivalence_points(rows)
+    assert (e["label"], e["lo"], e["hi"], e["estimate"]) == pytest.approx(("e", -0.4, 1.2, 0.4))
+
+
+def test_forest_plot_with_bound_rows_only(tmp_path):
+    d = R.Bound("below", 1.0, "x", "w").decide(R.Interval(0.5, 0.4, 0.6, 0.95, 3))
+    from geoformer.claims.plot import forest_plot
+
+    assert forest_plot([{"id": "b", "verdict": "reproduced", "decision": d.to_dict()}], tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 1000
+    assert not forest_plot([{"id": "c", "verdict": "inconclusive", "decision": R.Decision("inconclusive", "x").to_dict()}],
+                           tmp_path / "g.png") and not (tmp_path / "g.png").exists()  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "argv, msg",
     [

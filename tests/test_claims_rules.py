@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from scipy import stats as sps
 
@@ -156,3 +157,15 @@ def test_every_row_reaches_each_outcome(rid):
         assert d.outcome == outcome, f"{rid}: example for {outcome!r} gave {d.outcome!r} ({d.reason})"
         text = row.describe(row.examples[outcome], d)
         assert isinstance(text, str) and text
+
+
+def test_an_lr_that_never_moved_counts_as_no_tracking():
+    """004-kappa-lr-correlation: a constant lr gives r = 0 exactly (not Pearson's rounding noise of a constant
+    series, whose float mean differs from its values), a moving lr its Pearson r."""
+    from geoformer.claims.seed004 import _tracking_r
+
+    kappa = [4.2, 20.6, 15.0, 18.3, 22.2, 16.2, 12.5, 18.9, 21.9, 28.1]
+    assert _tracking_r([0.001] * 10, kappa) == 0.0
+    lr = [1e-3 / (1 + k / 10) for k in kappa]
+    assert _tracking_r(lr, kappa) == pytest.approx(float(np.corrcoef(lr, kappa)[0, 1]), abs=1e-12)
+    assert _tracking_r(lr, kappa) < -0.9

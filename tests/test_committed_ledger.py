@@ -5,6 +5,7 @@ docs/CLAIMS.md match its rows."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,24 @@ def test_readme_totals_match_the_committed_ledger(rows):
     line = (f"All {len(rows)} registered rows are measured: {t['reproduced']} reproduced, "
             f"{t['not reproduced']} not reproduced, {t['inconclusive']} inconclusive")
     assert line in " ".join(readme.split()), line
+
+
+def test_forest_plot_draws_every_committed_interval(rows):
+    """Every directional, bound, bar and equivalence decision of the committed ledger with an interval is drawn."""
+    from geoformer.claims.plot import bound_points, equivalence_points, forest_points
+
+    want = 0
+
+    def visit(d):
+        nonlocal want
+        iv = d.get("interval")
+        defined = iv is not None and all(math.isfinite(iv[k]) for k in ("lo", "hi"))
+        want += defined and (d.get("spec") or {}).get("form") in ("directional", "bound", "bar", "equivalence")
+        for p in (d.get("parts") or {}).values():
+            visit(p)
+
+    for r in rows:
+        if r.get("decision"):
+            visit(r["decision"])
+    drawn = len(forest_points(rows)) + len(bound_points(rows)) + len(equivalence_points(rows))
+    assert want > 40 and drawn == want

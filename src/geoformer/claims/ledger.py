@@ -262,9 +262,12 @@ def render_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], plot: bool
         lines += [
             "![forest plot](forest.png)",
             "",
-            "Forest plot: every comparison row (and comparison part of a compound row), its effect and interval in "
-            "units of its own delta, oriented so that the claimed direction is to the right; the grey band is "
-            "(-delta, +delta), effects inside it are too small to matter.",
+            "Forest plot: every comparison row (and every part of a compound row) with an interval, at the row's "
+            "look level. Directional rows: the effect in units of its own delta, oriented so that the claimed "
+            "direction is to the right; the grey band is (-delta, +delta), effects inside it are too small to "
+            "matter. Bound rows (and the ARC bar): the margin to the bound in units of |bound|, claimed side to the "
+            "right, so the claim holds where the interval lies right of 0. Equivalence rows: (quantity - claimed "
+            "value) / tolerance, the claim holds inside the green band. Zero-rate rows are in the table only.",
             "",
         ]
     lines += [

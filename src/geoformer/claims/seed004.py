@@ -80,16 +80,24 @@ def _pearson(x: list[float], y: list[float]) -> float:
     return pearson(x, y)
 
 
+def _tracking_r(lrs: list[float], ys: list[float]) -> float:
+    """r(lr, y) over a run. An lr that never moved tracked nothing: r = 0 exactly. (Pearson's r is undefined
+    for a constant series, and the mean of equal floats need not equal them, so computing it gives ~1e-16.)"""
+    if lrs and max(lrs) - min(lrs) <= 1e-12:
+        return 0.0
+    return _pearson(lrs, ys)
+
+
 def _measure_corr(ctx: ClaimContext, n: int) -> dict[str, Any]:
     out = {"seeds": [], "r": [], "r_sharpness": [], "r_own_ema": [], "points": [], "lr_moved": []}
     for run in _homotopy_runs(ctx, n):
         recs = [m for m in run["metrics"] if "sharpness_kappa" in m and m["step"] > 0]
         lrs = [m["lr"] for m in recs]
         out["seeds"].append(run["seed"])
-        out["r"].append(_pearson(lrs, [m["sharpness_kappa"] for m in recs]))
-        out["r_sharpness"].append(_pearson(lrs, [m["sharpness"] for m in recs]))
+        out["r"].append(_tracking_r(lrs, [m["sharpness_kappa"] for m in recs]))
+        out["r_sharpness"].append(_tracking_r(lrs, [m["sharpness"] for m in recs]))
         own = [m for m in run["metrics"] if "curvature_ema" in m]
-        out["r_own_ema"].append(_pearson([m["lr"] for m in own], [m["curvature_ema"] for m in own]))
+        out["r_own_ema"].append(_tracking_r([m["lr"] for m in own], [m["curvature_ema"] for m in own]))
         out["points"].append(len(recs))
         out["lr_moved"].append(bool(lrs) and max(lrs) - min(lrs) > 1e-12)
     return out
@@ -103,7 +111,7 @@ CORR_RULE = R.Directional(
 
 
 def _decide_corr(data: dict[str, Any], level: float) -> R.Decision:
-    # a run whose lr never moved has an undefined r (NaN): counted as undefined, never dropped silently
+    # a run whose lr never moved counts as r = 0 (_tracking_r): no tracking, never dropped
     return CORR_RULE.decide(R.t_interval(data["r"], level))
 
 
@@ -118,7 +126,8 @@ register(
         "validation batch the scheduler never probes); per seed, Pearson r between the lr and that kappa over the run. "
         "The scheduler's own r(lr, its kappa EMA) holds by construction (lr is a decreasing function of it) and is only "
         "shown",
-        rule=CORR_RULE.text() + "; the claimed size is -0.879 ± 0.2; a run whose lr never moved has undefined r (counted)",
+        rule=CORR_RULE.text() + "; the claimed size is -0.879 ± 0.2; a run whose lr never moved tracked "
+        "nothing and counts as r = 0 (Pearson's r is undefined there)",
         measure=_measure_corr,
         decide=_decide_corr,
         describe=lambda data, d: (
