@@ -80,10 +80,14 @@ def _pearson(x: list[float], y: list[float]) -> float:
     return pearson(x, y)
 
 
+def _lr_moved(lrs: list[float]) -> bool:
+    return bool(lrs) and max(lrs) - min(lrs) > 1e-12
+
+
 def _tracking_r(lrs: list[float], ys: list[float]) -> float:
     """r(lr, y) over a run. An lr that never moved tracked nothing: r = 0 exactly. (Pearson's r is undefined
     for a constant series, and the mean of equal floats need not equal them, so computing it gives ~1e-16.)"""
-    if lrs and max(lrs) - min(lrs) <= 1e-12:
+    if lrs and not _lr_moved(lrs):
         return 0.0
     return _pearson(lrs, ys)
 
@@ -99,7 +103,7 @@ def _measure_corr(ctx: ClaimContext, n: int) -> dict[str, Any]:
         own = [m for m in run["metrics"] if "curvature_ema" in m]
         out["r_own_ema"].append(_tracking_r([m["lr"] for m in own], [m["curvature_ema"] for m in own]))
         out["points"].append(len(recs))
-        out["lr_moved"].append(bool(lrs) and max(lrs) - min(lrs) > 1e-12)
+        out["lr_moved"].append(_lr_moved(lrs))
     return out
 
 
