@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 
 def completed(futures: Iterable[Future]) -> Iterator[Future]:
@@ -13,7 +13,9 @@ def completed(futures: Iterable[Future]) -> Iterator[Future]:
     pending = set(futures)
     try:
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            # FIRST_COMPLETED, not FIRST_EXCEPTION: the latter returns only when all are done (or one failed),
+            # so nothing was written (and no progress shown) until the very last task ended
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             yield from done
     finally:
         for f in pending:
