@@ -194,7 +194,7 @@ def test_line_extension_connect_and_lines():
 
 def test_per_object_flips_each_object_in_place():
     g = A([[1, 2, 0, 0], [0, 0, 0, 0], [0, 0, 3, 4]])
-    out = P.per_object(g, step("flip", axis=1), conn=8, multi=1)
+    out = dsl.per_object(g, step("flip", axis=1), conn=8, multi=1)
     assert (out == A([[2, 1, 0, 0], [0, 0, 0, 0], [0, 0, 4, 3]])).all()
 
 

@@ -92,6 +92,24 @@ def test_bad_data_paths(tmp_path, tiny_toml, capsys, kind):
     assert not (tmp_path / "o").exists()  # a run that failed on its data leaves no empty --out folder
 
 
+def test_data_include_exclude_flags_pick_a_source_trees_files(tmp_path, tiny_toml, capsys):
+    """A Python source tree with __pycache__ trains with --exclude (and --include); without, one line names
+    the compiled file and the option that leaves it out, and no --out folder is left behind."""
+    root = tmp_path / "tree"
+    (root / "pkg" / "__pycache__").mkdir(parents=True)
+    (root / "pkg" / "mod.py").write_text("def f(x):\n    return x * 2\n" * 40, encoding="utf-8")
+    (root / "pkg" / "__pycache__" / "mod.pyc").write_bytes(b"\x00\x0b" * 64)
+    base = ["train", "--config", str(tiny_toml), "--data", str(root), "--set", f"data.cache_dir={tmp_path / 'c'}"]
+    code, _, err = run_cli([*base, "--out", str(tmp_path / "bad")], capsys)
+    assert_one_line_error(code, err, "data.exclude")
+    assert not (tmp_path / "bad").exists()
+    for flags, out in ((["--exclude", "__pycache__"], "ex"), (["--include", "*.py"], "in")):
+        code, _, err = run_cli([*base, *flags, "--out", str(tmp_path / out), "--set", "train.max_iters=2"], capsys)
+        assert code == 0, err
+        saved = json.loads((tmp_path / out / "config.json").read_text())["data"]
+        assert saved["exclude" if out == "ex" else "include"] == flags[1:]
+
+
 def test_refuses_out_that_holds_a_run(trained, tiny_toml, capsys):
     before = snapshot(trained)
     code, _, err = run_cli(["train", "--config", str(tiny_toml), "--out", str(trained)], capsys)

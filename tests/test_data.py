@@ -103,6 +103,72 @@ def test_folder_is_concatenated_by_relative_path_skipping_hidden(tmp_path: Path)
     assert corpus_fingerprint(str(root)) != before
 
 
+def _source_tree(tmp_path: Path) -> Path:
+    """A Python source tree with compiled files beside it, as a user would point --data at."""
+    root = tmp_path / "src"
+    (root / "pkg" / "__pycache__").mkdir(parents=True)
+    (root / "docs" / "build").mkdir(parents=True)
+    (root / "setup.py").write_text("import pkg\n", encoding="utf-8")
+    (root / "pkg" / "mod.py").write_text("def f():\n    return 1\n", encoding="utf-8")
+    (root / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\x00\x01binary")
+    (root / "docs" / "index.md").write_text("# docs\n", encoding="utf-8")
+    (root / "docs" / "build" / "index.html").write_text("<html>\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("rel", "pattern", "hit"),
+    [
+        ("pkg/mod.py", "*.py", True),  # no slash: any component, at any depth
+        ("setup.py", "*.py", True),
+        ("pkg/mod.pyc", "*.py", False),
+        ("pkg/__pycache__/mod.pyc", "__pycache__", True),  # a folder anywhere: everything under it
+        ("a/b/__pycache__/x", "__pycache__", True),
+        ("pkg/not__pycache__/x", "__pycache__", False),
+        ("docs/build/index.html", "docs/build", True),  # with a slash: from the root, or a folder above
+        ("docs/build/index.html", "/docs/build/", True),
+        ("other/docs/build/x", "docs/build", False),
+        ("docs/index.md", "docs/*.md", True),
+        ("docs/index.md", "*/index.md", True),
+        ("docs/index.md", "index.MD", False),  # case-sensitive on every platform
+    ],
+)
+def test_patterns_select_as_gitignore_does(rel: str, pattern: str, hit: bool):
+    assert corpus_mod.matches(rel, pattern) is hit
+
+
+def test_include_and_exclude_choose_a_folders_files(tmp_path: Path):
+    root = _source_tree(tmp_path)
+    names = lambda **kw: [n for n, _ in corpus_files(str(root), **kw)]  # noqa: E731
+    everything = ["docs/build/index.html", "docs/index.md", "pkg/__pycache__/mod.cpython-311.pyc", "pkg/mod.py",
+                  "setup.py"]  # fmt: skip
+    assert names() == everything
+    assert names(include=["*.py"]) == ["pkg/mod.py", "setup.py"]
+    assert names(exclude=["__pycache__", "docs/build"]) == ["docs/index.md", "pkg/mod.py", "setup.py"]
+    assert names(include=["*.py", "*.md"], exclude=["setup.py"]) == ["docs/index.md", "pkg/mod.py"]
+    # the selection is part of the corpus: its text and its cache key follow it
+    assert load_text(str(root), include=["*.py"]) == "def f():\n    return 1\nimport pkg\n"
+    fp = corpus_fingerprint(str(root), include=["*.py"])
+    assert fp != corpus_fingerprint(str(root), include=["*.py", "*.md"])
+    assert fp == corpus_fingerprint(str(root), exclude=["__pycache__", "docs"])
+
+
+def test_a_binary_file_in_a_folder_names_the_way_out_and_nothing_selected_is_one_line(tmp_path: Path):
+    root = _source_tree(tmp_path)
+    with pytest.raises(GeoformerError) as e:
+        load_text(str(root))
+    assert_one_line_error(e, "mod.cpython-311.pyc", "data.exclude")
+    with pytest.raises(GeoformerError) as e:
+        corpus_files(str(root), include=["*.rs"])
+    assert_one_line_error(e, "no files matching data.include ['*.rs']", str(root))
+
+
+def test_prepare_data_reads_the_selected_files(tmp_path: Path):
+    root = _source_tree(tmp_path)
+    data = prepare_data(data_cfg(root, tmp_path, include=["*.py"], val_fraction=0.2))
+    assert data.tokenizer.decode(np.concatenate([data.train, data.val]).tolist()) == load_text(str(root), ["*.py"])
+
+
 def test_file_text_is_read_exactly(tmp_path: Path):
     path = tmp_path / "crlf.txt"
     path.write_bytes(UNICODE.encode("utf-8"))
@@ -356,11 +422,11 @@ def test_target_that_appears_while_building_wins(corpus: Path, tmp_path: Path, m
     real_build = prepare_mod._build
     published = []
 
-    def build_and_race(cfg, text, fingerprint, folder):
-        real_build(cfg, text, fingerprint, folder)
-        other = folder.parent / prepare_mod.cache_key(cfg, fingerprint)
+    def build_and_race(cfg, text, fingerprint, folder, given=None):
+        real_build(cfg, text, fingerprint, folder, given)
+        other = folder.parent / prepare_mod.cache_key(cfg, fingerprint, given)
         other.mkdir()
-        real_build(cfg, text, fingerprint, other)  # the "other rank" finishes first
+        real_build(cfg, text, fingerprint, other, given)  # the "other rank" finishes first
         (other / "marker").write_text("theirs", encoding="utf-8")
         published.append(other)
 

@@ -148,6 +148,10 @@ def test_pearson():
     assert stats.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
     assert math.isnan(stats.pearson([1, 1, 1], [1, 2, 3]))
     assert math.isnan(stats.pearson([1], [1]))
+    # a constant series whose float mean is inexact (mean([0.001] * 10) != 0.001) is still constant
+    assert float(np.mean([0.001] * 10)) != 0.001
+    assert math.isnan(stats.pearson([0.001] * 10, list(range(10))))
+    assert math.isnan(stats.pearson(list(range(10)), [0.1] * 10))
 
 
 # ---------------------------------------------------------------------------------------------

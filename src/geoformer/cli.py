@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from geoformer.cliargs import add_data_args, data_set_strings, data_sets
 from geoformer.errors import GeoformerError
 
 
@@ -44,7 +45,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.lr=3e-4 --set model.attention=local",
     )
-    p.add_argument("--data", help="shortcut for --set data.source=PATH (a UTF-8 text file or folder)")
+    add_data_args(p)
 
 
 def _config_from_args(args, *, need_source: bool = True):
@@ -55,9 +56,7 @@ def _config_from_args(args, *, need_source: bool = True):
             raise GeoformerError("give --preset NAME or --config FILE.toml")
         return None, {}
     raw = C.load_raw(args.preset, args.config)
-    sets = C.parse_sets(args.set)
-    if args.data is not None:
-        sets.append(("data.source", args.data))
+    sets = C.parse_sets(args.set) + data_sets(args)
     return C.build_config(raw, sets), raw
 
 
@@ -179,8 +178,8 @@ def cmd_compare(args) -> int:
         launcher_opts=opts,
         preset=args.preset,
         config=args.config,
-        sets=args.set,
-        data=args.data,
+        sets=args.set + data_set_strings(args),
+        data=None,
         variants=variants,
         seeds=args.seeds,
         out=Path(args.out),

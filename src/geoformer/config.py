@@ -12,14 +12,17 @@ import dataclasses
 import json
 import math
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geoformer import attention, models
+from geoformer.coerce import coerce_dataclass
 from geoformer.errors import GeoformerError
 from geoformer.models.gpt import GPTConfig
+from geoformer.train import schedules
+from geoformer.train.callbacks import callback_class, callback_names
+from geoformer.train.homotopy import HomotopyOptions
 
 # the sections a preset may hold besides the run's own; read by `compare` / `claims`
 EXTRA_SECTIONS = ("compare",)
@@ -28,8 +31,13 @@ EXTRA_SECTIONS = ("compare",)
 @dataclass
 class DataConfig:
     source: str = "shakespeare"  # "shakespeare" (the shipped corpus) or a path to a UTF-8 file or folder
+    include: list[str] = field(default_factory=list)  # a folder's files to read: glob patterns (none: all)
+    exclude: list[str] = field(default_factory=list)  # ... and to skip, e.g. ["__pycache__", "*.pyc"]
     tokenizer: str = "char"  # "char" or "bpe" (byte-level BPE trained locally with `tokenizers`)
     bpe_vocab_size: int = 1024
+    # a run folder (or tokenizer.json) whose tokenizer encodes this text instead of one trained on it, so a model
+    # trained on one corpus can go on training on another (train.init_from); "" = train one here
+    tokenizer_from: str = ""
     val_fraction: float = 0.1  # the last fraction of the token stream is validation
     cache_dir: str = ""  # where prepared token arrays go; "" = $GEOFORMER_CACHE or ~/.cache/geoformer
 
@@ -60,6 +68,10 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
     dist_timeout_s: float = 600.0  # torchrun: a collective waiting longer than this for a frozen peer fails
     callbacks: list[str] = field(default_factory=list)  # registered callback names, e.g. ["attn_stats"]
+    # a run folder (or ckpt.pt) whose model weights start this run (the optimizer and schedule start fresh):
+    # fine-tuning and continual learning; its model config must equal this one's. "" = random initialisation
+    init_from: str = ""
+    protect: dict[str, Any] = field(default_factory=dict)  # options of the "protect" callback (circuits.protect)
 
 
 @dataclass
@@ -75,70 +87,6 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         return coerce_dataclass(cls, d, where="config")
-
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args, strict=True))
-        inner = args[0] if args else Any
-        return all(_type_ok(v, inner) for v in value)
-    if origin is dict or tp is dict:
-        return isinstance(value, dict)
-    return isinstance(value, tp) if isinstance(tp, type) else True
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def coerce_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from ``values``, recursing into dataclass fields.
-
-    Unknown keys and wrong types raise :class:`GeoformerError` naming the key, the expected type and
-    the known keys. ints are accepted (and converted) where floats are expected; tuples/lists interchange.
-    """
-    if not isinstance(values, dict):
-        raise GeoformerError(f"{where} must be a table, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise GeoformerError(f"unknown key {where}.{unknown[0]}; known keys: {', '.join(sorted(fields))}")
-    kwargs: dict[str, Any] = {}
-    for name, value in values.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = value if isinstance(value, tp) else coerce_dataclass(tp, value, f"{where}.{name}")
-            continue
-        if not _type_ok(value, tp):
-            raise GeoformerError(
-                f"{where}.{name} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-            )
-        if tp is float and isinstance(value, int):
-            value = float(value)
-        if typing.get_origin(tp) is tuple and isinstance(value, list):
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        kwargs[name] = value
-    return cls(**kwargs)
 
 
 def parse_value(text: str) -> Any:
@@ -225,26 +173,21 @@ def build_config(raw: dict[str, Any], sets: list[tuple[str, Any]] | None = None)
 
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks and name lookups, each a one-line error."""
-    from geoformer import attention
-    from geoformer.train import schedules
-
     m, t, d = cfg.model, cfg.train, cfg.data
     attention.make_options(m.attention, m.attn)  # unknown kind / option -> lists the known ones
-    from geoformer import models
-
     models.validate_config(m)  # unknown model.arch / model.levels option -> one line
     schedules.get(t.schedule)
-    from geoformer.train.callbacks import callback_names
-
     unknown = [c for c in t.callbacks if c not in callback_names()]
     if unknown:
         raise GeoformerError(f"unknown callback {unknown[0]!r}; known callbacks: {', '.join(callback_names())}")
+    for name in t.callbacks:
+        callback_class(name).check_config(cfg)  # each callback checks its own options (e.g. train.protect)
+    if t.protect and "protect" not in t.callbacks:
+        raise GeoformerError('train.protect is set but train.callbacks has no "protect": the options would be ignored')
     if t.optimizer not in ("adamw", "muon", "sgd", "schedulefree"):
         raise GeoformerError(f"unknown optimizer {t.optimizer!r}; known optimizers: adamw, muon, schedulefree, sgd")
     if t.optimizer == "schedulefree" and t.schedule != "constant":
         raise GeoformerError("train.optimizer=schedulefree brings its own schedule; set train.schedule=constant")
-    from geoformer.train.homotopy import HomotopyOptions
-
     coerce_dataclass(HomotopyOptions, t.homotopy, where="train.homotopy").validate()
     if d.tokenizer not in ("char", "bpe"):
         raise GeoformerError(f"unknown tokenizer {d.tokenizer!r}; known tokenizers: bpe, char")

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from geoformer.arc import prims as P
-from geoformer.arc.grid import COMPOSE, ELEMENT_NAMES, ELEMENT_OF, IDENTITY, apply_d4, as_grid, valid
+from geoformer.arc.grid import COMPOSE, ELEMENT_NAMES, ELEMENT_OF, IDENTITY, apply_d4, as_grid, objects, valid
 from geoformer.arc.rules import FEATURE_COST, FEATURES, apply_table
 
 
@@ -386,11 +386,30 @@ _reg(
 )
 
 
+def per_object(g, f=None, conn=8, multi=1, bg=0):
+    """Apply the DSL step ``f`` to each object's box and paste the result back in place (a combinator over
+    steps, so it lives with the DSL rather than with the grid primitives)."""
+    objs = objects(g, conn, bool(multi), bg)
+    if not objs:
+        return None
+    out = g.copy()
+    for o in objs:
+        out[o.r0 : o.r1, o.c0 : o.c1][o.mask] = bg
+    for o in objs:
+        t = run_step(f, o.sub)
+        if t is None or t.shape != o.sub.shape:
+            return None
+        win = out[o.r0 : o.r1, o.c0 : o.c1]
+        m = t != bg
+        win[m] = t[m]
+    return out
+
+
 _NESTED = tuple(element_step(e) for e in range(1, 8))
 _reg(
     Prim(
         "per_object",
-        P.per_object,
+        per_object,
         (
             ParamSpec("f", "step", _NESTED),
             CONN,

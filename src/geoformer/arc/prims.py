@@ -889,29 +889,6 @@ def split_pick(g, split="sep", by="unique", bg=0):
     return extreme_by(ps, lambda p: len(colours(p) - {bg}), by == "most_colours", grid_key)
 
 
-# ----------------------------------------------------------------------------- per object
-
-
-def per_object(g, f=None, conn=8, multi=1, bg=0):
-    """Apply the transform ``f`` (a DSL step) to each object's box and paste the result back in place."""
-    from geoformer.arc.dsl import run_step
-
-    objs = objects(g, conn, bool(multi), bg)
-    if not objs:
-        return None
-    out = g.copy()
-    for o in objs:
-        out[o.r0 : o.r1, o.c0 : o.c1][o.mask] = bg
-    for o in objs:
-        t = run_step(f, o.sub)
-        if t is None or t.shape != o.sub.shape:
-            return None
-        win = out[o.r0 : o.r1, o.c0 : o.c1]
-        m = t != bg
-        win[m] = t[m]
-    return out
-
-
 # ----------------------------------------------------------------------------- symmetry completion
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from geoformer.coerce import coerce_dataclass
 from geoformer.errors import GeoformerError
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
@@ -53,8 +54,6 @@ def get(name: str) -> type[nn.Module]:
 
 def make_options(name: str, options: dict[str, Any] | None) -> Any:
     """Build ``get(name).Options`` from a plain dict, rejecting unknown keys and wrong types."""
-    from geoformer.config import coerce_dataclass  # local import: config imports this module
-
     return coerce_dataclass(get(name).Options, options or {}, where=f"model.attn ({name})")
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from geoformer.cpuload import NOISY_CORES, BackgroundLoad, load_note  # noqa: F401  (the benchmarks' names)
 from geoformer.errors import GeoformerError
 
 
@@ -40,61 +39,6 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "device_name": name,
     }
-
-
-NOISY_CORES = 0.1  # background load above which results are flagged as unreliable
-
-
-def _busy_seconds() -> float | None:
-    """CPU seconds all processes have been busy since boot (Linux ``/proc/stat``), else None."""
-    try:
-        fields = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, *rest = (int(v) for v in fields)
-    steal = rest[0] if rest else 0
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_seconds() -> float:
-    """CPU seconds of this process and its finished children."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-class BackgroundLoad:
-    """Context manager: how many cores *other* processes kept busy, on average, while the block ran.
-
-    A benchmark on a shared machine is only as good as its quiet; this number goes into the results so a
-    reader can tell (0.0 = nothing else ran; ``None`` where ``/proc/stat`` does not exist).
-    """
-
-    def __enter__(self) -> BackgroundLoad:
-        self.t0, self.busy0, self.own0 = time.monotonic(), _busy_seconds(), _own_seconds()
-        self.cores: float | None = None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        wall = time.monotonic() - self.t0
-        busy = _busy_seconds()
-        if busy is not None and self.busy0 is not None and wall > 0:
-            others = (busy - self.busy0) - (_own_seconds() - self.own0)
-            self.cores = round(max(0.0, others) / wall, 3)
-        self.wall_s = round(wall, 2)
-
-    def as_dict(self) -> dict[str, float | None]:
-        return {"other_processes_cores_busy": self.cores, "wall_s": self.wall_s}
-
-
-def load_note(load: dict[str, Any]) -> str:
-    """A sentence about the background load recorded by :class:`BackgroundLoad`."""
-    cores = load.get("other_processes_cores_busy")
-    if cores is None:
-        return ""
-    note = f" Other processes kept {cores:.2f} cores busy on average during the {load['wall_s']:.0f} s run."
-    if cores > NOISY_CORES:
-        note += " WARNING: the machine was not quiet; timings are unreliable, rerun when it is idle."
-    return note
 
 
 def sync(device: torch.device) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from geoformer.cliargs import add_data_args, data_sets
 from geoformer.errors import GeoformerError
 
 
@@ -44,7 +45,7 @@ def _add_training_bench(sub, name: str, help: str, *, steps: int, warmup: int, r
     g.add_argument("--preset", default=None, help="a preset from configs/ (default: shakespeare_char)")
     g.add_argument("--config", help="a TOML file with [model], [data], [train] sections")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    p.add_argument("--data", help="shortcut for --set data.source=PATH")
+    add_data_args(p)
     p.add_argument("--steps", type=int, default=steps, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=warmup, help="untimed steps before them")
     p.add_argument("--repeats", type=int, default=3, help=repeats_help)
@@ -115,9 +116,7 @@ def trainer_config(args):
     from geoformer import config as C
 
     preset = args.preset if args.preset or args.config else "shakespeare_char"
-    sets = C.parse_sets(args.set)
-    if args.data is not None:
-        sets.append(("data.source", args.data))
+    sets = C.parse_sets(args.set) + data_sets(args)
     return C.build_config(C.load_raw(preset, args.config), sets)
 
 

@@ -29,7 +29,7 @@ from geoformer.errors import GeoformerError
 if TYPE_CHECKING:  # only for annotations: the data layer need not import the model code that config pulls in
     from geoformer.config import DataConfig
 
-FORMAT_VERSION = 2  # bump when the cached files change meaning, so old caches are not read
+FORMAT_VERSION = 3  # bump when the cached files change meaning, so old caches are not read
 
 
 @dataclass
@@ -41,6 +41,7 @@ class TokenData:
     tokenizer: CharTokenizer | BPETokenizer
     vocab_size: int
     dir: Path
+    val_bytes: int = 0  # UTF-8 bytes of the validation text (for bits per byte)
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -49,10 +50,23 @@ def cache_root(cfg: DataConfig) -> Path:
     return Path(root).expanduser()
 
 
-def cache_key(cfg: DataConfig, fingerprint: str) -> str:
+def given_tokenizer(cfg: DataConfig) -> CharTokenizer | BPETokenizer | None:
+    """The tokenizer of ``data.tokenizer_from`` (a run folder or a tokenizer.json), or None to train one."""
+    if not cfg.tokenizer_from:
+        return None
+    path = Path(cfg.tokenizer_from).expanduser()
+    tok = load_tokenizer(path / "tokenizer.json" if path.is_dir() else path)
+    if tok.kind != cfg.tokenizer:
+        raise GeoformerError(f"data.tokenizer_from {path} holds a {tok.kind} tokenizer; set data.tokenizer={tok.kind}")
+    return tok
+
+
+def cache_key(cfg: DataConfig, fingerprint: str, given: CharTokenizer | BPETokenizer | None = None) -> str:
     """A short hash of everything the token arrays depend on."""
-    bpe_vocab = cfg.bpe_vocab_size if cfg.tokenizer == "bpe" else None
+    bpe_vocab = cfg.bpe_vocab_size if cfg.tokenizer == "bpe" and given is None else None
     ident = [FORMAT_VERSION, fingerprint, cfg.tokenizer, bpe_vocab, cfg.val_fraction]
+    if given is not None:  # the tokenizer's own contents, not its path
+        ident.append(hashlib.sha256(json.dumps(given.to_dict(), sort_keys=True).encode()).hexdigest())
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
 
 
@@ -87,16 +101,20 @@ def _open(folder: Path, cfg: DataConfig, fingerprint: str) -> TokenData | None:
         crc = meta["crc32"]
         if zlib.crc32(np.asarray(train).tobytes()) != crc["train"] or zlib.crc32(np.asarray(val).tobytes()) != crc["val"]:
             return None
+        val_bytes = int(meta["val_bytes"])
     except (OSError, ValueError, KeyError, TypeError, GeoformerError):
         return None
-    return TokenData(train=train, val=val, tokenizer=tok, vocab_size=tok.vocab_size, dir=folder)
+    return TokenData(train=train, val=val, tokenizer=tok, vocab_size=tok.vocab_size, dir=folder,
+                     val_bytes=val_bytes)  # fmt: skip
 
 
-def _build(cfg: DataConfig, text: str, fingerprint: str, folder: Path) -> None:
-    """Train the tokenizer, encode both splits and write every cache file into ``folder``."""
+def _build(cfg: DataConfig, text: str, fingerprint: str, folder: Path, given=None) -> None:
+    """Train the tokenizer (unless ``given``), encode both splits and write every cache file into ``folder``."""
     # nanoGPT's split: by character position, the last val_fraction of the text is validation
     split = int(len(text) * (1 - cfg.val_fraction))
-    if cfg.tokenizer == "char":
+    if given is not None:
+        tok = given
+    elif cfg.tokenizer == "char":
         tok = CharTokenizer.train(text)  # whole text, as nanoGPT does, so val has no unknown characters
     else:
         # train part only (val stays unseen); byte-level, so val always encodes
@@ -117,6 +135,8 @@ def _build(cfg: DataConfig, text: str, fingerprint: str, folder: Path) -> None:
         "tokenizer": tok.kind,
         "bpe_vocab_size": cfg.bpe_vocab_size if tok.kind == "bpe" else None,
         "val_fraction": cfg.val_fraction,
+        "train_bytes": len(text[:split].encode("utf-8")),
+        "val_bytes": len(text[split:].encode("utf-8")),
         "fingerprint": fingerprint,
         "crc32": {"train": zlib.crc32(train.tobytes()), "val": zlib.crc32(val.tobytes())},
     }
@@ -158,16 +178,17 @@ def _check_config(cfg: DataConfig) -> None:
 def prepare_data(cfg: DataConfig, *, verbose: bool = False) -> TokenData:
     """The tokenised corpus of ``cfg``: read from the cache, or built and cached on first use."""
     _check_config(cfg)
-    fingerprint = corpus_fingerprint(cfg.source)
+    fingerprint = corpus_fingerprint(cfg.source, cfg.include, cfg.exclude)
+    given = given_tokenizer(cfg)
     root = cache_root(cfg)
-    target = root / cache_key(cfg, fingerprint)
+    target = root / cache_key(cfg, fingerprint, given)
     data = _open(target, cfg, fingerprint)
     if data is not None:
         if verbose:
             print(f"data: cached tokens in {target}")
         return data
 
-    text = load_text(cfg.source)
+    text = load_text(cfg.source, cfg.include, cfg.exclude)
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=root))
@@ -176,7 +197,7 @@ def prepare_data(cfg: DataConfig, *, verbose: bool = False) -> TokenData:
             f"cannot write the data cache in {root}: {e.strerror}; set data.cache_dir or $GEOFORMER_CACHE"
         ) from None
     try:
-        _build(cfg, text, fingerprint, tmp)
+        _build(cfg, text, fingerprint, tmp, given)
         _publish(tmp, target, cfg, fingerprint)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

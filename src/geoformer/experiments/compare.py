@@ -133,6 +133,27 @@ def train_or_reuse(
         }
 
 
+def checked_plan(*, preset, config, sets, data, variants, seeds, out, force=False, resume=False, extra_sets=None,
+                 **_: Any):  # fmt: skip
+    """The checks every way of running a comparison makes before training anything (a preset or config given,
+    ``out`` a folder that holds no comparison unless resumed or forced), then :func:`plan`'s
+    ``(baseline, seeds, configs, spec)``."""
+    if preset is None and config is None:
+        raise GeoformerError("give --preset NAME or --config FILE.toml")
+    raw = C.load_raw(preset, config)
+    parsed = C.parse_sets(sets) + list(extra_sets or [])
+    if data is not None:
+        parsed.append(("data.source", data))
+    planned = plan(raw, parsed, variants, seeds)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GeoformerError(f"--out {out} exists and is not a folder")
+    existing = [f for f in COMPARE_FILES if (out / f).exists()]
+    if existing and not (force or resume):
+        raise GeoformerError(f"{out} already holds a comparison ({existing[0]}); use --resume or --force")
+    return planned
+
+
 def run_compare(
     *,
     preset: str | None,
@@ -149,20 +170,11 @@ def run_compare(
     write: bool = True,
 ) -> dict[str, Any]:
     """Train each variant for each seed and write results.json + report; returns the results dict."""
-    if preset is None and config is None:
-        raise GeoformerError("give --preset NAME or --config FILE.toml")
-    raw = C.load_raw(preset, config)
-    parsed = C.parse_sets(sets) + list(extra_sets or [])
-    if data is not None:
-        parsed.append(("data.source", data))
-    baseline, seed_list, configs, spec = plan(raw, parsed, variants, seeds)
-
+    baseline, seed_list, configs, spec = checked_plan(
+        preset=preset, config=config, sets=sets, data=data, variants=variants, seeds=seeds, out=out,
+        force=force, resume=resume, extra_sets=extra_sets,
+    )  # fmt: skip
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise GeoformerError(f"--out {out} exists and is not a folder")
-    existing = [f for f in COMPARE_FILES if (out / f).exists()]
-    if existing and not (force or resume):
-        raise GeoformerError(f"{out} already holds a comparison ({existing[0]}); use --resume or --force")
     from geoformer.train.run_lock import run_lock
 
     with run_lock(out, "comparison"):

@@ -136,19 +136,9 @@ def run_compare_parallel(
         raise GeoformerError("--launcher-opt needs --launcher slurm or local")
     if jobs == 1 and launcher == "processes":
         return compare.run_compare(**kw)
-    if kw.get("preset") is None and kw.get("config") is None:
-        raise GeoformerError("give --preset NAME or --config FILE.toml")
-    raw = C.load_raw(kw.get("preset"), kw.get("config"))
-    parsed = C.parse_sets(kw.get("sets")) + list(kw.get("extra_sets") or [])
-    if kw.get("data") is not None:
-        parsed.append(("data.source", kw["data"]))
-    _, seed_list, configs, _ = compare.plan(raw, parsed, kw.get("variants"), kw.get("seeds"))
+    _, seed_list, configs, _ = compare.checked_plan(**{"preset": None, "config": None, "sets": None, "data": None,
+                                                        "variants": None, "seeds": None, **kw})  # fmt: skip
     out = Path(kw["out"])
-    if out.exists() and not out.is_dir():
-        raise GeoformerError(f"--out {out} exists and is not a folder")
-    existing = [f for f in compare.COMPARE_FILES if (out / f).exists()]
-    if existing and not (kw.get("force") or kw.get("resume")):
-        raise GeoformerError(f"{out} already holds a comparison ({existing[0]}); use --resume or --force")
     runs = [(cfgs[i], out / "runs" / name / f"seed{cfgs[i].seed}")
             for i in range(len(seed_list)) for name, cfgs in configs.items()]  # fmt: skip
     resume, quiet = bool(kw.get("resume")), bool(kw.get("quiet"))

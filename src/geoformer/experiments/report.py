@@ -19,6 +19,7 @@ import base64
 import html
 import math
 import re
+import statistics
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from geoformer.cpuload import NOISY_CORES
 from geoformer.experiments.stats import mean_std, paired_diff_ci, welch_ci
 
 __all__ = ["summarize", "format_table", "write_report", "extra_metric_keys", "STANDARD_METRIC_KEYS"]
 
 # Keys every metrics dict carries; any *other* numeric key is an "extra" metric and gets a panel.
 # lr is plotted as an extra panel whenever the variants' lr traces differ (schedule comparisons).
-STANDARD_METRIC_KEYS = frozenset({"step", "tokens", "train_loss", "val_loss", "lr", "tokens_per_s", "wall_s"})
+STANDARD_METRIC_KEYS = frozenset({"step", "tokens", "train_loss", "val_loss", "val_bpb", "lr", "tokens_per_s", "wall_s"})
 
 
 def _lr_differs(results: dict[str, Any]) -> bool:
@@ -208,6 +210,8 @@ def summarize(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 _num(r["summary"].get("best_val_loss")) == _num(r["summary"].get("final_val_loss")) for r in ok
             ),
             "perplexity": math.exp(final_m) if _finite(final_m) and final_m < 700 else math.nan,
+            "final_val_bpb_mean": mean_std(_summary_values(ok, "final_val_bpb"))[0],
+            "final_val_bpb_std": mean_std(_summary_values(ok, "final_val_bpb"))[1],
             "tokens_per_s_mean": tps_m,
             "tokens_per_s_std": tps_s,
             "throughput_ratio": tps_m / base_tps if _finite(base_tps) and base_tps > 0 else math.nan,
@@ -251,7 +255,7 @@ def summarize(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 _COLUMNS = (
     ("Variant", "l"), ("Seeds", "r"), ("Params", "r"), ("Final val loss", "r"), ("Best val loss", "r"),
-    ("PPL", "r"), ("Δ vs baseline [95% CI]", "r"), ("vs baseline", "l"), ("Tokens/s", "r"),
+    ("PPL", "r"), ("Bits/byte", "r"), ("Δ vs baseline [95% CI]", "r"), ("vs baseline", "l"), ("Tokens/s", "r"),
     ("× baseline", "r"), ("Peak RSS MB", "r"), ("Wall s", "r"),
 )  # fmt: skip
 
@@ -306,6 +310,7 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
         loss or _fmt_mean_std(row["final_val_loss_mean"], row["final_val_loss_std"], n_ok, ".3f"),
         loss or _fmt_best(row, n_ok),
         loss or _fmt_ppl(row["perplexity"]),
+        loss or _fmt_mean_std(row.get("final_val_bpb_mean", math.nan), row.get("final_val_bpb_std", math.nan), n_ok, ".3f"),
         _fmt_delta(row),
         row["vs_baseline"],
         _fmt_mean_std(row["tokens_per_s_mean"], row["tokens_per_s_std"], row["n_seeds"], ",.0f"),
@@ -650,7 +655,9 @@ def _how_to_read(results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) 
         f"**vs baseline** reads *better* when the whole interval is below 0, *worse* when it is above 0, "
         f'and *no significant difference* otherwise — which is not the same as "equal": with few seeds '
         f"the interval is wide. With a single seed there is no interval (n/a).",
-        "Loss is ± the sample standard deviation over seeds; PPL is exp(mean final val loss). In metrics.jsonl and "
+        "Loss is ± the sample standard deviation over seeds; PPL is exp(mean final val loss); bits/byte is the "
+        "final val loss in bits per UTF-8 byte of the validation text (loss / ln 2 × tokens / bytes), which compares "
+        "across tokenizers (a BPE run's loss per token does not compare with a character run's). In metrics.jsonl and "
         "the curves, the training loss of an evaluation is the mean over the steps since the previous one; the "
         "validation loss is measured at that step (fixed batches). 'Best' is shown only where some run's best "
         "evaluation was not its last. "
@@ -668,6 +675,21 @@ def _how_to_read(results: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) 
     return paras
 
 
+def background_load(results: Mapping[str, Any]) -> str | None:
+    """A sentence on how busy the machine was: the cores other processes kept busy while the runs trained
+    (each run's ``background_cores``), mean and max over runs; None when no run recorded it."""
+    vals = [v for _, variant in _variants(results) for v in _summary_values(_runs(variant), "background_cores")]
+    vals = [v for v in vals if _finite(v)]
+    if not vals:
+        return None
+    mean, top = statistics.fmean(vals), max(vals)
+    text = (f"other processes kept {mean:.2f} cores busy on average while a run trained (max {top:.2f} in one run; "
+            f"parallel runs of this comparison count as other)")  # fmt: skip
+    if top > NOISY_CORES:
+        text += ": timings (tokens/s, wall time) were taken on a loaded machine"
+    return text
+
+
 def _blocks(results: Mapping[str, Any], rows: list[dict[str, Any]], plots: Mapping[str, Path]) -> list:
     seeds = results.get("seeds") or []
     tokens = results.get("tokens")
@@ -679,6 +701,7 @@ def _blocks(results: Mapping[str, Any], rows: list[dict[str, Any]], plots: Mappi
         ("Baseline", results.get("baseline"), True),
         ("Seeds", f"{', '.join(map(str, seeds))} (n = {len(seeds)})" if seeds else None, False),
         ("Token budget", f"{tokens:,} tokens per run" if isinstance(tokens, int) else tokens, False),
+        ("Background load", background_load(results), False),
     ]
     blocks: list = [
         ("h1", title),

@@ -126,8 +126,8 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     yy = np.asarray([np.nan if v is None else v for v in y], dtype=float)
     keep = np.isfinite(xx) & np.isfinite(yy)
     xx, yy = xx[keep], yy[keep]
-    if xx.size < 2:
-        return math.nan
+    if xx.size < 2 or xx.min() == xx.max() or yy.min() == yy.max():
+        return math.nan  # constant: r is undefined (the float mean of equal values need not equal them)
     dx, dy = xx - xx.mean(), yy - yy.mean()
     denom = math.sqrt(float((dx * dx).sum()) * float((dy * dy).sum()))
     if denom == 0.0:

@@ -54,6 +54,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from geoformer import attention
+from geoformer.coerce import coerce_dataclass
 from geoformer.errors import GeoformerError
 from geoformer.models.gpt import GPT, MLP, GPTConfig, build_attention, make_norm
 
@@ -72,8 +73,6 @@ class LevelOptions:
 
 
 def level_options(cfg: GPTConfig) -> LevelOptions:
-    from geoformer.config import coerce_dataclass  # local import: config imports the models
-
     return coerce_dataclass(LevelOptions, cfg.levels, where="model.levels")
 
 

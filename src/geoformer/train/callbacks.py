@@ -9,11 +9,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
+
     from geoformer.train.trainer import Trainer
 
 
 class Callback:
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Raise a one-line GeoformerError when the run config holds bad options for this callback (called by
+        ``config.validate`` for every name in ``train.callbacks``, before anything runs)."""
+
     def on_train_start(self, trainer: Trainer) -> None: ...
+
+    def on_batch(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training micro-batch about to be used; return it, or another one (replay mixes rehearsal rows in)."""
+        return x, y
 
     def on_before_optimizer_step(self, trainer: Trainer, step: int) -> None:
         """Gradients are ready (clipped) and not yet applied: masks and probes go here."""
@@ -47,21 +58,23 @@ def register_callback(name: str):
     return deco
 
 
+def callback_class(name: str) -> type[Callback]:
+    """The class registered under ``name`` (a one-line error naming the known ones otherwise)."""
+    from geoformer.errors import GeoformerError
+
+    _import_callback_modules()
+    if name not in _CALLBACKS:
+        raise GeoformerError(f"unknown callback {name!r}; known callbacks: {', '.join(sorted(_CALLBACKS))}")
+    return _CALLBACKS[name]
+
+
 def callback_names() -> list[str]:
     _import_callback_modules()
     return sorted(_CALLBACKS)
 
 
 def build_callbacks(names: list[str], cfg) -> list[Callback]:
-    from geoformer.errors import GeoformerError
-
-    _import_callback_modules()
-    out = []
-    for n in names:
-        if n not in _CALLBACKS:
-            raise GeoformerError(f"unknown callback {n!r}; known callbacks: {', '.join(sorted(_CALLBACKS))}")
-        out.append(_CALLBACKS[n](cfg))
-    return out
+    return [callback_class(n)(cfg) for n in names]
 
 
 def _import_callback_modules() -> None:
@@ -73,4 +86,8 @@ def _import_callback_modules() -> None:
 
 
 # modules that register callbacks (append yours)
-CALLBACK_MODULES: list[str] = ["geoformer.diagnostics.attention_stats", "geoformer.diagnostics.sharpness"]
+CALLBACK_MODULES: list[str] = [
+    "geoformer.diagnostics.attention_stats",
+    "geoformer.diagnostics.sharpness",
+    "geoformer.circuits.protect",
+]

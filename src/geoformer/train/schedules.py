@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from geoformer.coerce import coerce_dataclass
 from geoformer.errors import GeoformerError
 
 Factory = Callable[[torch.optim.Optimizer, object], LRScheduler]
@@ -93,7 +94,6 @@ def homotopy(optimizer, t, trainer=None) -> LRScheduler:
     seed + 2 (the same on every rank); the probe runs in eval mode, so it draws no dropout masks and
     the training RNG stream is untouched.
     """
-    from geoformer.config import coerce_dataclass
     from geoformer.data import sample_batch
     from geoformer.train.homotopy import HomotopyLR, HomotopyOptions
 

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from geoformer import data as gdata
 from geoformer.config import RunConfig
+from geoformer.cpuload import BackgroundLoad
 from geoformer.errors import GeoformerError, TrainingDiverged
 from geoformer.models import GPT, build_model
 from geoformer.train import checkpoint, distributed, schedules
@@ -167,6 +168,8 @@ class Trainer:
         # initialised in float32 (same init for every param_dtype), then stored in param_dtype
         self.model = build_model(cfg.model).to(self.device, dtype=PARAM_DTYPES[t.param_dtype])
         self.raw_model = self.model
+        if t.init_from and not resume:  # a resumed run has its (trained) weights in its own checkpoint
+            self._init_weights_from(t.init_from)
         self.optimizer = build_optimizer(self.model.param_groups(t.weight_decay), t, self.device, self.model)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed)
         self.scheduler = schedules.build(t.schedule, self.optimizer, t, trainer=self)
@@ -260,11 +263,40 @@ class Trainer:
             checkpoint.save(self.out_dir / "ckpt.pt", self.state_dict())
         distributed.barrier()
 
+    def _init_weights_from(self, source: str) -> None:
+        """Start from the weights of the run at ``source`` (train.init_from): same model config, same tokenizer."""
+        state = checkpoint.load(Path(source).expanduser(), map_location="cpu")
+        try:
+            theirs = RunConfig.from_dict(state["config"])
+        except (KeyError, GeoformerError) as e:
+            raise GeoformerError(f"train.init_from {source}: not a geoformer run checkpoint ({e})") from None
+        mine, saved = asdict(self.cfg.model), asdict(theirs.model)
+        diff = [k for k in mine if saved.get(k) != mine[k]]
+        if diff:
+            k = diff[0]
+            raise GeoformerError(
+                f"train.init_from {source}: its model.{k} is {saved.get(k)!r}, this run's is {mine[k]!r} "
+                f"(the model configs must be equal{'; set data.tokenizer_from to that run' if k == 'vocab_size' else ''})"
+            )
+        tok = Path(source).expanduser()
+        tok = (tok if tok.is_dir() else tok.parent) / "tokenizer.json"
+        if tok.is_file() and gdata.load_tokenizer(tok).to_dict() != self.data.tokenizer.to_dict():
+            raise GeoformerError(
+                f"train.init_from {source}: that run's tokenizer differs from this run's data, so token ids would "
+                f"mean other text; set data.tokenizer_from={source}"
+            )
+        with torch.no_grad():
+            self.raw_model.load_state_dict(state["model"])  # copied into this run's param_dtype and device
+
     def _load(self, path: Path) -> None:
         state = checkpoint.load(path, map_location=self.device)
         saved = state.get("config")
         if not isinstance(saved, dict) or not isinstance(state.get("step"), int):
             raise GeoformerError(f"checkpoint {path} is incomplete: it has no config or no step")
+        try:  # options added since the checkpoint was written take their defaults
+            saved = RunConfig.from_dict(saved).to_dict()
+        except GeoformerError as e:
+            raise GeoformerError(f"checkpoint {path} is incompatible: {e}") from None
         mine = self.cfg.to_dict()
         for sec in ("model", "data"):
             if saved.get(sec) != mine[sec]:
@@ -324,6 +356,8 @@ class Trainer:
         t = self.cfg.train
         for micro in range(t.grad_accum):
             x, y = self.next_batch()
+            for cb in self.callbacks:
+                x, y = cb.on_batch(self, x, y)
             sync = micro == t.grad_accum - 1 or not self.dist.enabled
             ctx = contextlib.nullcontext() if sync else self.model.no_sync()
             with ctx, self.autocast():
@@ -372,6 +406,14 @@ class Trainer:
         g, self._grad_norms = self._grad_norms, []
         return {"train_grad_norm": statistics.fmean(g), "train_grad_norm_max": max(g)} if g else {}
 
+    def _bits_per_byte(self, val_loss: float) -> dict[str, float]:
+        """The validation loss in bits per UTF-8 byte of the validation text (nats/token / ln 2 x tokens/byte),
+        so runs with different tokenizers (char, BPE) compare."""
+        n_bytes = getattr(self.data, "val_bytes", 0)
+        if not n_bytes:
+            return {}
+        return {"val_bpb": val_loss / math.log(2) * len(self.data.val) / n_bytes}
+
     def _eval_and_log(self, train_losses: list[float], tokens_per_s: float) -> None:
         val = self.evaluate()
         self.best_val = min(self.best_val, val)
@@ -383,6 +425,7 @@ class Trainer:
             * self.cfg.model.block_size,
             "train_loss": statistics.fmean(train_losses) if train_losses else val,
             "val_loss": val,
+            **self._bits_per_byte(val),
             "lr": self.optimizer.param_groups[0]["lr"],
             **self._grad_norm_stats(),
             "tokens_per_s": tokens_per_s,
@@ -405,6 +448,7 @@ class Trainer:
         t, m = self.cfg.train, self.cfg.model
         end = t.max_iters if until is None else min(until, t.max_iters)
         self._t0 = time.perf_counter()
+        load = BackgroundLoad().__enter__()  # other processes' busy cores while this segment trains
         if self.out_dir is not None and self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.atomic_write_json(self.out_dir / "config.json", self.cfg.to_dict())
@@ -448,10 +492,13 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        load.__exit__(None, None, None)
         vals = [r["val_loss"] for r in self.history]
+        bpb = [r["val_bpb"] for r in self.history if "val_bpb" in r]
         summary = {
             "final_val_loss": vals[-1],
             "best_val_loss": min(vals),
+            **({"final_val_bpb": bpb[-1], "best_val_bpb": min(bpb)} if bpb else {}),
             "final_train_loss": self.history[-1]["train_loss"],
             "step": self.step,
             "tokens": self.step * tokens_per_step,
@@ -460,6 +507,9 @@ class Trainer:
             "tokens_per_s": self.step * tokens_per_step / self.train_s if self.train_s > 0 else 0.0,
             "train_s": self.train_s,
             "peak_rss_mb": peak_rss_mb(),
+            # cores kept busy by other processes (sibling --jobs workers and torchrun ranks included) during
+            # this segment of the run; None where /proc/stat does not exist
+            "background_cores": load.cores,
             "device": str(self.device),
             "world_size": self.dist.world_size,
             "completed": self.step >= t.max_iters,

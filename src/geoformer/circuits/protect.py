@@ -1,0 +1,187 @@
+"""``train.callbacks = ["protect"]``: continual learning for any preset, through the Trainer.
+
+A run that starts from another run's weights (``train.init_from``; ``data.tokenizer_from`` when the new text
+is another corpus) and trains on new text B can keep what the first run learned on text A:
+
+* ``train.protect.method = "subspace"``: Gradient Projection Memory (:mod:`geoformer.circuits.subspace`): the
+  span of A's inputs to every block's linear layers (energy ``threshold``) is computed once, from
+  ``samples`` windows of A, before the first step; every optimizer update is projected out of it;
+* ``"replay"``: ``round(replay_mix * batch)`` rows of every micro-batch are replaced by windows of A
+  (:class:`~geoformer.circuits.replay.ReplayBuffer`, ``samples`` windows drawn once);
+* ``"subspace+replay"``: both.
+
+A is ``train.protect.data`` (a corpus source, as ``data.source``), encoded with this run's tokenizer; its
+first 90% gives the protection windows and the buffer, its last 10% the held-out windows whose loss is logged
+as ``protect_a_loss`` at every evaluation, so forgetting shows in ``metrics.jsonl``; the summary adds the loss
+on A at the start and end (``protect_a_forgetting`` = end - start, nats per token).
+
+Heads chosen from attribution (``layers = "circuit"`` in ``geoformer circuits continual``) need capability
+suites with exact-match tests; plain text has none, so this callback protects every block (``layers = "all"``).
+The bases are saved with the run's checkpoint, so a resumed run projects with the bases of its start, not
+with ones recomputed from the half-trained model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from geoformer.coerce import coerce_dataclass
+from geoformer.errors import GeoformerError
+from geoformer.train.callbacks import Callback, register_callback
+
+if TYPE_CHECKING:
+    from geoformer.train.trainer import Trainer
+
+METHODS = ("subspace", "replay", "subspace+replay")
+HELD_OUT = 0.1  # the last fraction of A: held-out windows for protect_a_loss
+
+
+@dataclass
+class ProtectOptions:
+    data: str = ""  # capability A's text: "shakespeare", a file or a folder (required)
+    method: str = "subspace"  # subspace | replay | subspace+replay
+    threshold: float = 0.97  # GPM energy threshold of the protected span (0, 1]
+    norms: str = "frozen"  # norm gains: frozen | free
+    samples: int = 64  # windows of A (block_size tokens each) for the bases and the replay buffer
+    replay_mix: float = 0.25  # fraction of every micro-batch replaced by A's windows (replay methods)
+    eval_windows: int = 16  # held-out windows of A whose mean loss is protect_a_loss
+    seed: int = 0  # draws of the windows and of the replay rows
+
+    def validate(self) -> ProtectOptions:
+        checks = [
+            (bool(self.data), 'train.protect.data is required: the text whose skill is kept (e.g. "shakespeare")'),
+            (self.method in METHODS, f"train.protect.method must be one of {', '.join(METHODS)}, got {self.method!r}"),
+            (0.0 < self.threshold <= 1.0, f"train.protect.threshold must be in (0, 1], got {self.threshold}"),
+            (self.norms in ("frozen", "free"), f"train.protect.norms must be frozen or free, got {self.norms!r}"),
+            (self.samples >= 1, f"train.protect.samples must be >= 1, got {self.samples}"),
+            (0.0 <= self.replay_mix < 1.0, f"train.protect.replay_mix must be in [0, 1), got {self.replay_mix}"),
+            (self.eval_windows >= 1, f"train.protect.eval_windows must be >= 1, got {self.eval_windows}"),
+        ]  # fmt: skip
+        for ok, msg in checks:
+            if not ok:
+                raise GeoformerError(msg)
+        return self
+
+    @property
+    def subspace(self) -> bool:
+        return "subspace" in self.method
+
+    @property
+    def replay(self) -> bool:
+        return "replay" in self.method
+
+
+def options(cfg) -> ProtectOptions:
+    return coerce_dataclass(ProtectOptions, cfg.train.protect, where="train.protect").validate()
+
+
+def a_windows(tokens, block: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` (input, target) windows of ``block`` tokens from the token array ``tokens``, seeded."""
+    from geoformer.data import sample_batch
+
+    if len(tokens) <= block + 1:
+        raise GeoformerError(
+            f"train.protect.data is too short: {len(tokens)} tokens in a split, a window needs {block + 2}"
+        )
+    return sample_batch(tokens, n, block, torch.Generator().manual_seed(seed))
+
+
+@register_callback("protect")
+class Protect(Callback):
+    """See the module docstring; options under ``train.protect``."""
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        options(cfg)
+
+    def __init__(self, cfg) -> None:
+        self.opts = options(cfg)
+        self.projector = None
+        self.saved_bases: list[dict[str, Any]] | None = None  # from a checkpoint (resume)
+        self.bases: list[dict[str, Any]] = []
+        self.buffer = None
+        self.start_loss = math.nan
+        self._micro = 0
+
+    # ---------------------------------------------------------------- setup
+    def _a_tokens(self, trainer: Trainer):
+        import numpy as np
+
+        from geoformer.data import load_text
+
+        ids = trainer.data.tokenizer.encode_array(load_text(self.opts.data))
+        cut = int(len(ids) * (1 - HELD_OUT))
+        return np.asarray(ids[:cut]), np.asarray(ids[cut:])
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        from geoformer.circuits.replay import ReplayBuffer
+        from geoformer.circuits.subspace import Protected, SubspaceProjector, gpt_protection
+
+        o, block = self.opts, trainer.cfg.model.block_size
+        train_ids, held_ids = self._a_tokens(trainer)
+        x, y = a_windows(train_ids, block, o.samples, o.seed)
+        self.windows = (x, y)  # the windows the bases and the buffer come from
+        self.held = tuple(t.to(trainer.device) for t in a_windows(held_ids, block, o.eval_windows, o.seed + 1))
+        if o.replay:
+            self.buffer = ReplayBuffer(x, y, o.replay_mix, o.seed)
+        if o.subspace:
+            if self.saved_bases is not None:
+                prot = [Protected(b["param"], b["basis"], b["rows"], b["source"]) for b in self.saved_bases]
+            else:
+                try:
+                    prot = gpt_protection(trainer.raw_model, x.to(trainer.device), threshold=o.threshold,
+                                          layers="all", norms=o.norms, pad=None)  # fmt: skip
+                except (AttributeError, KeyError) as e:
+                    raise GeoformerError(
+                        f"train.protect: subspace protection needs the GPT's layer layout ({e}); use method=replay"
+                    ) from None
+            self.bases = [{"param": p.param, "basis": p.basis, "rows": p.rows, "source": p.source} for p in prot]
+            self.projector = SubspaceProjector(trainer.raw_model, trainer.optimizer, prot)
+
+    # ---------------------------------------------------------------- hooks
+    def on_batch(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.buffer is None:
+            return x, y
+        k = self.buffer.count(x.shape[0])
+        self._micro += 1
+        if k == 0:
+            return x, y
+        bx, by = self.buffer.draw(k, trainer.step * trainer.cfg.train.grad_accum + self._micro)
+        x, y = x.clone(), y.clone()
+        x[:k], y[:k] = bx.to(x.device), by.to(y.device)
+        return x, y
+
+    def on_step_end(self, trainer: Trainer, step: int, loss: float) -> None:
+        self._micro = 0
+
+    @torch.no_grad()
+    def a_loss(self, trainer: Trainer) -> float:
+        from geoformer.models import eval_mode
+
+        with eval_mode(trainer.raw_model) as model, trainer.autocast():
+            _, loss = model(*self.held)
+        return float(loss)
+
+    def on_eval(self, trainer: Trainer, step: int, record: dict[str, Any]) -> None:
+        record["protect_a_loss"] = self.a_loss(trainer)
+        if not math.isfinite(self.start_loss):
+            self.start_loss = record["protect_a_loss"]
+
+    def on_train_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        end = self.a_loss(trainer)
+        summary.update(protect_a_loss_start=self.start_loss, protect_a_loss_end=end,
+                       protect_a_forgetting=end - self.start_loss, protect_method=self.opts.method)  # fmt: skip
+        if self.bases:
+            dims = [int(b["basis"].shape[1]) for b in self.bases if b["basis"] is not None]
+            summary["protect_basis_dims"] = dims
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bases": self.bases, "start_loss": self.start_loss}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.saved_bases = state.get("bases") or None
+        self.start_loss = float(state.get("start_loss", math.nan))

@@ -1,0 +1,136 @@
+"""The "protect" Trainer callback: GPM subspace protection and replay for any preset (train.protect.*)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from geoformer import config as C
+from geoformer.errors import GeoformerError
+from geoformer.train.callbacks import Callback
+from geoformer.train.trainer import Trainer
+
+from .conftest import make_text, tiny_config
+
+
+@pytest.fixture
+def texts(tmp_path):
+    """A (the skill to keep) and B (the new text): the same words, other sentences."""
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(make_text(seed=0), encoding="utf-8")
+    b.write_text(make_text(seed=1), encoding="utf-8")
+    return a, b
+
+
+def _phase_b(a_run, b_text, protect, **train):
+    d = tiny_config(b_text, **train).to_dict()
+    d["data"]["tokenizer_from"] = str(a_run)
+    d["train"].update(init_from=str(a_run), callbacks=["protect"], protect=protect)
+    return C.build_config(d)
+
+
+def _a_run(a_text, out, **train):
+    Trainer(tiny_config(a_text, **train), out, progress=False, quiet=True).fit()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("protect", "match"),
+    [
+        ({}, "train.protect.data is required"),
+        ({"data": "x", "method": "ewc"}, "method must be one of subspace, replay, subspace\\+replay"),
+        ({"data": "x", "threshold": 0.0}, "threshold must be in \\(0, 1\\]"),
+        ({"data": "x", "replay_mix": 1.0}, "replay_mix must be in \\[0, 1\\)"),
+        ({"data": "x", "sample": 3}, "unknown key train.protect.sample"),
+    ],
+)
+def test_bad_options_are_one_line_when_the_config_is_built(corpus, protect, match):
+    d = tiny_config(corpus).to_dict()
+    d["train"].update(callbacks=["protect"], protect=protect)
+    with pytest.raises(GeoformerError, match=match) as e:
+        C.build_config(d)
+    assert "\n" not in str(e.value)
+
+
+def test_options_without_the_callback_are_refused_not_ignored(corpus):
+    d = tiny_config(corpus).to_dict()
+    d["train"]["protect"] = {"data": "x"}
+    with pytest.raises(GeoformerError, match='train.callbacks has no "protect"'):
+        C.build_config(d)
+
+
+def test_subspace_keeps_the_outputs_on_a_exactly_while_b_is_learned(texts, tmp_path):
+    """threshold 1 with fewer A rows than the layers' widths: every update is orthogonal to A's inputs, so in
+    float64 the logits on A's protection windows do not move (to 1e-9) while the weights and B's loss do."""
+    a_text, b_text = texts
+    a_run = _a_run(a_text, tmp_path / "a", max_iters=10, param_dtype="float64")
+    cfg = _phase_b(a_run, b_text, {"data": str(a_text), "threshold": 1.0, "samples": 1}, max_iters=15,
+                   param_dtype="float64", lr=1e-2)  # fmt: skip
+    trainer = Trainer(cfg, tmp_path / "b", progress=False, quiet=True)
+    before = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+    trainer.fit()
+    x, _ = trainer.callbacks[0].windows
+    with torch.no_grad():
+        after_logits, _ = trainer.raw_model.eval()(x)
+        trainer.raw_model.load_state_dict(before)
+        before_logits, _ = trainer.raw_model(x)
+    assert (after_logits - before_logits).abs().max() < 1e-9
+    moved = max((trainer_w - before[k]).abs().max().item() for k, trainer_w in
+                torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["model"].items())  # fmt: skip
+    assert moved > 1e-3
+    recs = [json.loads(r) for r in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["val_loss"] < recs[0]["val_loss"]
+    assert all("protect_a_loss" in r for r in recs)
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert s["protect_method"] == "subspace" and s["protect_basis_dims"]
+    assert math.isclose(s["protect_a_forgetting"], s["protect_a_loss_end"] - s["protect_a_loss_start"])
+
+
+class _Spy(Callback):
+    def __init__(self):
+        self.batches = []
+
+    def on_batch(self, trainer, x, y):
+        self.batches.append((x.clone(), y.clone()))
+        return x, y
+
+
+def test_replay_puts_the_stated_share_of_a_windows_in_every_micro_batch(texts, tmp_path):
+    a_text, b_text = texts
+    a_run = _a_run(a_text, tmp_path / "a", max_iters=2)
+    cfg = _phase_b(a_run, b_text, {"data": str(a_text), "method": "replay", "replay_mix": 0.5, "samples": 8},
+                   max_iters=3, grad_accum=2)  # fmt: skip
+    spy = _Spy()
+    trainer = Trainer(cfg, callbacks=[spy], progress=False, quiet=True)
+    trainer.fit()
+    bx, by = trainer.callbacks[0].windows
+    assert len(spy.batches) == 3 * 2
+    rows = {tuple(r.tolist()) for r in bx}
+    for x, y in spy.batches:
+        assert all(tuple(r.tolist()) in rows for r in x[:2])  # round(0.5 * 4) rows from A's buffer
+        assert not any(tuple(r.tolist()) in rows for r in x[2:])
+        assert torch.equal(x[:2, 1:], y[:2, :-1])  # targets stay aligned with their inputs
+
+
+def test_a_protected_run_resumes_bit_identically_with_the_bases_of_its_start(texts, tmp_path):
+    a_text, b_text = texts
+    a_run = _a_run(a_text, tmp_path / "a", max_iters=4)
+    protect = {"data": str(a_text), "method": "subspace+replay", "threshold": 0.9, "samples": 4}
+    whole = Trainer(_phase_b(a_run, b_text, protect, max_iters=10), tmp_path / "w", progress=False, quiet=True)
+    whole.fit()
+    part = Trainer(_phase_b(a_run, b_text, protect, max_iters=10), tmp_path / "p", progress=False, quiet=True)
+    part.fit(until=4)
+    rest = Trainer(_phase_b(a_run, b_text, protect, max_iters=10), tmp_path / "p", resume=True, progress=False,
+                   quiet=True)  # fmt: skip
+    rest.fit()
+    for k, v in whole.raw_model.state_dict().items():
+        assert torch.equal(v, rest.raw_model.state_dict()[k]), k
+    bases_w, bases_r = whole.callbacks[0].bases, rest.callbacks[0].bases
+    assert len(bases_w) == len(bases_r)
+    for bw, br in zip(bases_w, bases_r, strict=True):
+        assert (bw["basis"] is None) == (br["basis"] is None)
+        if bw["basis"] is not None:
+            assert torch.equal(bw["basis"], br["basis"])
