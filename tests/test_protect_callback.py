@@ -41,7 +41,7 @@ def _a_run(a_text, out, **train):
     ("protect", "match"),
     [
         ({}, "train.protect.data is required"),
-        ({"data": "x", "method": "ewc"}, "method must be one of subspace, replay, subspace\\+replay"),
+        ({"data": "x", "method": "ewc"}, "method must be one of none, subspace, replay, subspace\\+replay"),
         ({"data": "x", "threshold": 0.0}, "threshold must be in \\(0, 1\\]"),
         ({"data": "x", "replay_mix": 1.0}, "replay_mix must be in \\[0, 1\\)"),
         ({"data": "x", "sample": 3}, "unknown key train.protect.sample"),
@@ -134,3 +134,21 @@ def test_a_protected_run_resumes_bit_identically_with_the_bases_of_its_start(tex
         assert (bw["basis"] is None) == (br["basis"] is None)
         if bw["basis"] is not None:
             assert torch.equal(bw["basis"], br["basis"])
+
+
+def test_method_none_measures_without_changing_the_run(texts, tmp_path):
+    """The naive baseline of a comparison: its A loss is logged, and its training is bit-identical to a run
+    without the callback (the measurement draws no random numbers and leaves no gradients)."""
+    a_text, b_text = texts
+    a_run = _a_run(a_text, tmp_path / "a", max_iters=4)
+    plain = tiny_config(b_text, max_iters=6).to_dict()
+    plain["data"]["tokenizer_from"] = str(a_run)
+    plain["train"]["init_from"] = str(a_run)
+    p = Trainer(C.build_config(plain), tmp_path / "p", progress=False, quiet=True)
+    p.fit()
+    n = Trainer(_phase_b(a_run, b_text, {"data": str(a_text), "method": "none"}, max_iters=6), tmp_path / "n",
+                progress=False, quiet=True)  # fmt: skip
+    s = n.fit()
+    for k, v in p.raw_model.state_dict().items():
+        assert torch.equal(v, n.raw_model.state_dict()[k]), k
+    assert math.isfinite(s["protect_a_forgetting"]) and "protect_basis_dims" not in s

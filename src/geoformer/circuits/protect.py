@@ -8,7 +8,8 @@ is another corpus) and trains on new text B can keep what the first run learned 
   ``samples`` windows of A, before the first step; every optimizer update is projected out of it;
 * ``"replay"``: ``round(replay_mix * batch)`` rows of every micro-batch are replaced by windows of A
   (:class:`~geoformer.circuits.replay.ReplayBuffer`, ``samples`` windows drawn once);
-* ``"subspace+replay"``: both.
+* ``"subspace+replay"``: both;
+* ``"none"``: no protection, only the measurement (the naive baseline of a comparison, with its forgetting logged).
 
 A is ``train.protect.data`` (a corpus source, as ``data.source``), encoded with this run's tokenizer; its
 first 90% gives the protection windows and the buffer, its last 10% the held-out windows whose loss is logged
@@ -36,14 +37,14 @@ from geoformer.train.callbacks import Callback, register_callback
 if TYPE_CHECKING:
     from geoformer.train.trainer import Trainer
 
-METHODS = ("subspace", "replay", "subspace+replay")
+METHODS = ("none", "subspace", "replay", "subspace+replay")
 HELD_OUT = 0.1  # the last fraction of A: held-out windows for protect_a_loss
 
 
 @dataclass
 class ProtectOptions:
     data: str = ""  # capability A's text: "shakespeare", a file or a folder (required)
-    method: str = "subspace"  # subspace | replay | subspace+replay
+    method: str = "subspace"  # none | subspace | replay | subspace+replay
     threshold: float = 0.97  # GPM energy threshold of the protected span (0, 1]
     norms: str = "frozen"  # norm gains: frozen | free
     samples: int = 64  # windows of A (block_size tokens each) for the bases and the replay buffer
