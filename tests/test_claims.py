@@ -98,6 +98,16 @@ def test_only_updates_rows_a_broken_check_is_reported_and_errors_are_one_line(tm
         L.run_ledger(out=tmp_path / "o", quick=True, only=["nope"], quiet=True)
     with pytest.raises(GeoformerError, match="--only needs at least one claim id"):
         L.run_ledger(out=tmp_path / "o", quick=True, only=["", ""], quiet=True)
+    with pytest.raises(GeoformerError, match="--only pattern 'zz-\\*' matches no claim"):
+        L.run_ledger(out=tmp_path / "o", quick=True, only=["zz-*"], quiet=True)
+
+
+def test_only_takes_glob_patterns_in_registry_order_without_repeats(fake_rows):
+    for i in ("004-a", "001-b", "004-c-overhead", "002-d-overhead"):
+        fake_rows[i] = fake_row(i, [1.0] * 10)
+    assert list(L._select(["004-*"])) == ["004-a", "004-c-overhead"]
+    assert list(L._select(["*-overhead"])) == ["004-c-overhead", "002-d-overhead"]
+    assert list(L._select(["002-d-overhead", "*-overhead", "001-b"])) == ["002-d-overhead", "004-c-overhead", "001-b"]
 
 
 def test_rows_not_yet_measured_are_listed_apart_and_not_counted(tmp_path, fake_rows):

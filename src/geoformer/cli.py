@@ -478,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
         "claims", help="run the claims ledger; writes CLAIMS.md, CLAIMS.html, claims.json and forest.png"
     )
     cl.add_argument("--quick", action="store_true", help="smaller, faster versions of each check (not evidence)")
-    cl.add_argument("--only", help="comma-separated claim ids (updates those rows of an existing ledger)")
+    cl.add_argument("--only", help="comma-separated claim ids or glob patterns such as 004-* (updates those rows of an existing ledger)")
     cl.add_argument("--out", help="the ledger folder")
     cl.add_argument("--force", action="store_true", help="overwrite a ledger already in --out")
     cl.add_argument("--quiet", action="store_true", help="a line per finished run instead of progress bars")

@@ -8,6 +8,7 @@ code changed since they were measured.
 
 from __future__ import annotations
 
+import fnmatch
 import html
 import time
 import traceback
@@ -116,10 +117,18 @@ def _select(only: list[str] | None) -> dict[str, Row]:
     only = [i for i in only if i]
     if not only:
         raise GeoformerError("--only needs at least one claim id")
-    unknown = [i for i in only if i not in rows]
-    if unknown:
-        raise GeoformerError(f"unknown claim {unknown[0]!r}; known claims: {', '.join(rows)}")
-    return {i: rows[i] for i in only}
+    chosen: list[str] = []
+    for item in only:
+        if any(ch in item for ch in "*?["):  # a glob over the ids, e.g. 004-* or *-overhead*
+            hits = [i for i in rows if fnmatch.fnmatchcase(i, item)]
+            if not hits:
+                raise GeoformerError(f"--only pattern {item!r} matches no claim; known claims: {', '.join(rows)}")
+        elif item not in rows:
+            raise GeoformerError(f"unknown claim {item!r}; known claims: {', '.join(rows)}")
+        else:
+            hits = [item]
+        chosen += [i for i in hits if i not in chosen]
+    return {i: rows[i] for i in chosen}
 
 
 def run_ledger(
