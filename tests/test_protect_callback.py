@@ -152,3 +152,68 @@ def test_method_none_measures_without_changing_the_run(texts, tmp_path):
     for k, v in p.raw_model.state_dict().items():
         assert torch.equal(v, n.raw_model.state_dict()[k]), k
     assert math.isfinite(s["protect_a_forgetting"]) and "protect_basis_dims" not in s
+
+
+def _canary_cfg(a_run, b_text, **protect):
+    d = _phase_b(a_run, b_text, {"data": str(a_run.parent / "a.txt"), **protect}, max_iters=10).to_dict()
+    d["train"]["callbacks"] = ["protect", "canary"]
+    return C.build_config(d)
+
+
+def test_canary_needs_protect_before_it(corpus):
+    for names in (["canary"], ["canary", "protect"]):
+        d = tiny_config(corpus).to_dict()
+        d["train"].update(callbacks=names, protect={"data": "x"})
+        with pytest.raises(GeoformerError, match='needs "protect" before it'):
+            C.build_config(d)
+
+
+def test_a_canary_that_never_fires_changes_nothing(texts, tmp_path):
+    a_text, b_text = texts
+    a_run = _a_run(a_text, tmp_path / "a", max_iters=4)
+    plain = Trainer(_phase_b(a_run, b_text, {"data": str(a_text), "method": "replay"}, max_iters=10), progress=False,
+                    quiet=True)  # fmt: skip
+    plain.fit()
+    guarded = Trainer(_canary_cfg(a_run, b_text, method="replay", canary_every=2, canary_tol=1e9), progress=False,
+                      quiet=True)  # fmt: skip
+    s = guarded.fit()
+    assert s["canary_checks"] == 5 and s["canary_rollbacks"] == 0
+    for k, v in plain.raw_model.state_dict().items():
+        assert torch.equal(v, guarded.raw_model.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("repair", [False, True])
+def test_a_canary_with_no_tolerance_ends_on_a_state_no_worse_on_a(texts, tmp_path, repair):
+    """Checked after every step with tol 0: each step that raised A's loss was undone, so the final model's
+    loss on A's windows is at most the loss it started with (the last check accepted it or restored one that was)."""
+    a_text, _ = texts
+    b_text = tmp_path / "reversed.txt"  # the same characters read backwards: learning it costs A
+    b_text.write_text(a_text.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    a_run = _a_run(a_text, tmp_path / "a", max_iters=20)
+    t = Trainer(_canary_cfg(a_run, b_text, method="none", canary_every=1, canary_tol=0.0, canary_repair=repair),
+                progress=False, quiet=True)  # fmt: skip
+    s = t.fit()
+    prot = t.callbacks[0]
+    x, y = (w.to(t.device) for w in prot.windows)
+    with torch.no_grad():
+        end = float(t.raw_model.eval()(x, y)[1])
+    start = -t.callbacks[1].monitor.reference["A"]
+    assert s["canary_rollbacks"] > 0 and end <= start + 1e-6
+    assert (s["canary_retries"] > 0) == repair
+
+
+def test_a_canary_run_resumes_bit_identically(texts, tmp_path):
+    a_text, _ = texts
+    b_text = tmp_path / "reversed.txt"
+    b_text.write_text(a_text.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    a_run = _a_run(a_text, tmp_path / "a", max_iters=20)
+    kw = {"method": "subspace", "threshold": 0.9, "samples": 4, "canary_every": 2, "canary_tol": 0.0}
+    whole = Trainer(_canary_cfg(a_run, b_text, **kw), tmp_path / "w", progress=False, quiet=True)
+    sw = whole.fit()
+    part = Trainer(_canary_cfg(a_run, b_text, **kw), tmp_path / "p", progress=False, quiet=True)
+    part.fit(until=5)
+    rest = Trainer(_canary_cfg(a_run, b_text, **kw), tmp_path / "p", resume=True, progress=False, quiet=True)
+    sr = rest.fit()
+    for k, v in whole.raw_model.state_dict().items():
+        assert torch.equal(v, rest.raw_model.state_dict()[k]), k
+    assert sw["canary_rollbacks"] == sr["canary_rollbacks"] > 0 and sw["canary_checks"] == sr["canary_checks"]

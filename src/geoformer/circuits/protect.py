@@ -11,6 +11,9 @@ is another corpus) and trains on new text B can keep what the first run learned 
 * ``"subspace+replay"``: both;
 * ``"none"``: no protection, only the measurement (the naive baseline of a comparison, with its forgetting logged).
 
+``train.callbacks = ["protect", "canary"]`` adds :class:`Canary`: a check of A's loss every ``canary_every`` steps
+that rolls back (and, with ``canary_repair``, retries with repaired updates) when A regresses.
+
 A is ``train.protect.data`` (a corpus source, as ``data.source``), encoded with this run's tokenizer; its
 first 90% gives the protection windows and the buffer, its last 10% the held-out windows whose loss is logged
 as ``protect_a_loss`` at every evaluation, so forgetting shows in ``metrics.jsonl``; the summary adds the loss
@@ -51,6 +54,14 @@ class ProtectOptions:
     replay_mix: float = 0.25  # fraction of every micro-batch replaced by A's windows (replay methods)
     eval_windows: int = 16  # held-out windows of A whose mean loss is protect_a_loss
     seed: int = 0  # draws of the windows and of the replay rows
+    # the "canary" callback (train.callbacks = ["protect", "canary"]): every canary_every steps the loss on A's
+    # protection windows is checked; a rise above its start by more than canary_tol (nats) rolls the model and
+    # the optimizer back to the last accepted check, then (canary_repair) retries with the canary gradient's
+    # component removed from the updates, then also halved, up to canary_retries times
+    canary_every: int = 50
+    canary_tol: float = 0.05
+    canary_repair: bool = True
+    canary_retries: int = 3
 
     def validate(self) -> ProtectOptions:
         checks = [
@@ -61,6 +72,9 @@ class ProtectOptions:
             (self.samples >= 1, f"train.protect.samples must be >= 1, got {self.samples}"),
             (0.0 <= self.replay_mix < 1.0, f"train.protect.replay_mix must be in [0, 1), got {self.replay_mix}"),
             (self.eval_windows >= 1, f"train.protect.eval_windows must be >= 1, got {self.eval_windows}"),
+            (self.canary_every >= 1, f"train.protect.canary_every must be >= 1, got {self.canary_every}"),
+            (self.canary_tol >= 0, f"train.protect.canary_tol must be >= 0 (nats), got {self.canary_tol}"),
+            (self.canary_retries >= 0, f"train.protect.canary_retries must be >= 0, got {self.canary_retries}"),
         ]  # fmt: skip
         for ok, msg in checks:
             if not ok:
@@ -102,6 +116,7 @@ class Protect(Callback):
     def __init__(self, cfg) -> None:
         self.opts = options(cfg)
         self.projector = None
+        self._pending = None
         self.saved_bases: list[dict[str, Any]] | None = None  # from a checkpoint (resume)
         self.bases: list[dict[str, Any]] = []
         self.buffer = None
@@ -141,7 +156,13 @@ class Protect(Callback):
                         f"train.protect: subspace protection needs the GPT's layer layout ({e}); use method=replay"
                     ) from None
             self.bases = [{"param": p.param, "basis": p.basis, "rows": p.rows, "source": p.source} for p in prot]
-            self.projector = SubspaceProjector(trainer.raw_model, trainer.optimizer, prot)
+            self._pending = lambda: SubspaceProjector(trainer.raw_model, trainer.optimizer, prot)
+
+    def on_before_optimizer_step(self, trainer: Trainer, step: int) -> None:
+        # the projector's optimizer hooks go on last, at the first step, so that every other hook on the
+        # optimizer (a canary's repair) runs before it and the update finally applied keeps dW U = 0
+        if self.projector is None and getattr(self, "_pending", None) is not None:
+            self.projector, self._pending = self._pending(), None
 
     # ---------------------------------------------------------------- hooks
     def on_batch(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,3 +207,97 @@ class Protect(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.saved_bases = state.get("bases") or None
         self.start_loss = float(state.get("start_loss", math.nan))
+
+
+def _protect_of(trainer: Trainer) -> Protect:
+    for cb in trainer.callbacks:
+        if isinstance(cb, Protect):
+            return cb
+    raise GeoformerError('the "canary" callback needs "protect" in train.callbacks (it guards the same text A)')
+
+
+@register_callback("canary")
+class Canary(Callback):
+    """A canary on the text of ``train.protect.data``: :class:`~geoformer.circuits.protection.CanaryMonitor`
+    scoring minus the loss on A's protection windows every ``canary_every`` steps; a rise beyond
+    ``canary_tol`` nats restores the last accepted model and optimizer state bit-exactly, and with
+    ``canary_repair`` the following updates lose their component along the canary loss's gradient (A-GEM's
+    projection), then are also halved. Counts of checks, rollbacks and retries go to the summary; a run whose
+    B loss (on a fixed training batch) stops falling over 4 checks is reported as stalled."""
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        names = cfg.train.callbacks
+        if "protect" not in names or names.index("protect") > names.index("canary"):
+            raise GeoformerError('the "canary" callback needs "protect" before it in train.callbacks '
+                                 '(it guards the text A, whose windows "protect" draws)')  # fmt: skip
+        options(cfg)
+
+    def __init__(self, cfg) -> None:
+        self.opts = options(cfg)
+        self.monitor = None
+        self.saved: dict[str, Any] | None = None
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        from geoformer.circuits.protection import CanaryMonitor
+        from geoformer.models import eval_mode
+
+        prot, o = _protect_of(trainer), self.opts
+        xa, ya = (t.to(trainer.device) for t in prot.windows)
+        gen = torch.Generator().manual_seed(trainer.cfg.seed + 5)
+        from geoformer.data import sample_batch
+
+        xb, yb = (t.to(trainer.device) for t in sample_batch(trainer.data.train, 8, trainer.cfg.model.block_size, gen))
+
+        def loss_on(model, x, y):
+            return model(x, y)[1]
+
+        def scores(model):
+            with torch.no_grad(), eval_mode(model) as m:
+                return {"A": -float(loss_on(m, xa, ya))}
+
+        def progress(model):
+            with torch.no_grad(), eval_mode(model) as m:
+                return -float(loss_on(m, xb, yb))
+
+        self.monitor = CanaryMonitor(trainer.raw_model, trainer.optimizer, scores, every=o.canary_every,
+                                     tol=o.canary_tol, repair=o.canary_repair, max_retries=o.canary_retries,
+                                     canary_loss=lambda m: loss_on(m, xa, ya), progress=progress)  # fmt: skip
+        if self.saved is not None:  # resumed: the reference, the accepted state and the repair level come back
+            st = self.saved
+            self.monitor.reference = dict(st["reference"])
+            self.monitor._snap = st["snap"]
+            for k in ("checks", "level", "retries", "grows"):
+                setattr(self.monitor, k, int(st[k]))
+            self.monitor.stalled_at = st["stalled_at"]
+            self.monitor._progress = list(st["progress"])
+            self.monitor._guide = st["guide"]
+            self.rollbacks = int(st["rollbacks"])
+        else:
+            self.monitor.start()
+            self.rollbacks = 0
+
+    def on_step_end(self, trainer: Trainer, step: int, loss: float) -> None:
+        if self.monitor is not None and self.monitor.step(step):
+            self.rollbacks += 1
+
+    def on_eval(self, trainer: Trainer, step: int, record: dict[str, Any]) -> None:
+        if self.monitor is not None:
+            record["canary_rollbacks"] = self.rollbacks
+
+    def on_train_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        m = self.monitor
+        summary.update(canary_checks=m.checks, canary_rollbacks=self.rollbacks, canary_retries=m.retries,
+                       canary_repair_level=m.level, canary_stalled=m.stalled_at is not None,
+                       canary_stalled_at=m.stalled_at)  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        m = self.monitor
+        if m is None:
+            return {}
+        return {"reference": m.reference, "snap": m._snap, "checks": m.checks, "level": m.level,
+                "retries": m.retries, "grows": m.grows, "stalled_at": m.stalled_at, "progress": m._progress,
+                "guide": m._guide, "rollbacks": self.rollbacks}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.saved = state or None
