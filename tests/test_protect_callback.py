@@ -193,8 +193,8 @@ def test_a_canary_with_no_tolerance_ends_on_a_state_no_worse_on_a(texts, tmp_pat
     t = Trainer(_canary_cfg(a_run, b_text, method="none", canary_every=1, canary_tol=0.0, canary_repair=repair),
                 progress=False, quiet=True)  # fmt: skip
     s = t.fit()
-    prot = t.callbacks[0]
-    x, y = (w.to(t.device) for w in prot.windows)
+    x, y = (w.to(t.device) for w in t.callbacks[1].windows)
+    assert not torch.equal(t.callbacks[1].windows[0], t.callbacks[0].windows[0])  # not the replay buffer's
     with torch.no_grad():
         end = float(t.raw_model.eval()(x, y)[1])
     start = -t.callbacks[1].monitor.reference["A"]
@@ -207,7 +207,7 @@ def test_a_canary_run_resumes_bit_identically(texts, tmp_path):
     b_text = tmp_path / "reversed.txt"
     b_text.write_text(a_text.read_text(encoding="utf-8")[::-1], encoding="utf-8")
     a_run = _a_run(a_text, tmp_path / "a", max_iters=20)
-    kw = {"method": "subspace", "threshold": 0.9, "samples": 4, "canary_every": 2, "canary_tol": 0.0}
+    kw = {"method": "replay", "samples": 4, "canary_every": 2, "canary_tol": 0.0}
     whole = Trainer(_canary_cfg(a_run, b_text, **kw), tmp_path / "w", progress=False, quiet=True)
     sw = whole.fit()
     part = Trainer(_canary_cfg(a_run, b_text, **kw), tmp_path / "p", progress=False, quiet=True)

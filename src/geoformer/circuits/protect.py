@@ -139,6 +139,7 @@ class Protect(Callback):
 
         o, block = self.opts, trainer.cfg.model.block_size
         train_ids, held_ids = self._a_tokens(trainer)
+        self.train_ids = train_ids
         x, y = a_windows(train_ids, block, o.samples, o.seed)
         self.windows = (x, y)  # the windows the bases and the buffer come from
         self.held = tuple(t.to(trainer.device) for t in a_windows(held_ids, block, o.eval_windows, o.seed + 1))
@@ -219,7 +220,8 @@ def _protect_of(trainer: Trainer) -> Protect:
 @register_callback("canary")
 class Canary(Callback):
     """A canary on the text of ``train.protect.data``: :class:`~geoformer.circuits.protection.CanaryMonitor`
-    scoring minus the loss on A's protection windows every ``canary_every`` steps; a rise beyond
+    scoring minus the loss on ``samples`` windows of A's training part (drawn apart from the protection and
+    replay windows, with seed + 2) every ``canary_every`` steps; a rise beyond
     ``canary_tol`` nats restores the last accepted model and optimizer state bit-exactly, and with
     ``canary_repair`` the following updates lose their component along the canary loss's gradient (A-GEM's
     projection), then are also halved. Counts of checks, rollbacks and retries go to the summary; a run whose
@@ -243,7 +245,10 @@ class Canary(Callback):
         from geoformer.models import eval_mode
 
         prot, o = _protect_of(trainer), self.opts
-        xa, ya = (t.to(trainer.device) for t in prot.windows)
+        # windows of their own (another seed), not the replay buffer's: a canary on the replayed windows sees only
+        # what replay memorised (measured: no rollback while the held-out A loss rose 1.3 nats)
+        self.windows = a_windows(prot.train_ids, trainer.cfg.model.block_size, o.samples, o.seed + 2)
+        xa, ya = (t.to(trainer.device) for t in self.windows)
         gen = torch.Generator().manual_seed(trainer.cfg.seed + 5)
         from geoformer.data import sample_batch
 
