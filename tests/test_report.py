@@ -340,3 +340,27 @@ def test_deltas_are_signed_and_best_shows_only_when_it_differs(results):
             r["summary"]["best_val_loss"] = r["summary"]["final_val_loss"]
     rows = format_table(results).splitlines()[2:-1]
     assert all("= final" in row for row in rows)
+
+
+def test_background_load_line_and_bits_per_byte_column(results, tmp_path):
+    """Runs that recorded background_cores give the report one line on the load (mean, max, a warning when
+    loaded); runs with final_val_bpb show it in the table; without either, neither appears."""
+    assert report.background_load(results) is None
+    assert all(c == "n/a" for c in (report._cells(r)[6] for r in summarize(results)))
+    loaded = copy.deepcopy(results)
+    for k, (_, v) in enumerate(loaded["variants"].items()):
+        for j, run in enumerate(v["runs"]):
+            run["summary"]["background_cores"] = 0.05 * (k + j)
+            run["summary"]["final_val_bpb"] = run["summary"]["final_val_loss"] / math.log(2)
+    line = report.background_load(loaded)
+    assert line.startswith("other processes kept 0.10 cores busy on average") and "(max 0.20" in line
+    assert "loaded machine" in line  # 0.20 > NOISY_CORES
+    quiet = copy.deepcopy(loaded)
+    for v in quiet["variants"].values():
+        for run in v["runs"]:
+            run["summary"]["background_cores"] = 0.0
+    assert "loaded machine" not in report.background_load(quiet)
+    sdpa = next(r for r in summarize(loaded) if r["name"] == "sdpa")
+    assert report._cells(sdpa)[6] == f"{np.mean([2.10, 2.20, 2.15]) / math.log(2):.3f} ± {np.std([2.10, 2.20, 2.15], ddof=1) / math.log(2):.3f}"
+    md = write_report(loaded, tmp_path)["report_md"].read_text()
+    assert "Background load" in md and "Bits/byte" in md
