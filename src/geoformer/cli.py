@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from geoformer.cliargs import add_data_args, data_set_strings, data_sets
+from geoformer.cliargs import add_data_args, data_sets
 from geoformer.errors import GeoformerError
 
 
@@ -178,8 +178,9 @@ def cmd_compare(args) -> int:
         launcher_opts=opts,
         preset=args.preset,
         config=args.config,
-        sets=args.set + data_set_strings(args),
+        sets=args.set,
         data=None,
+        extra_sets=data_sets(args),  # --data / --include / --exclude
         variants=variants,
         seeds=args.seeds,
         out=Path(args.out),

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 
@@ -30,7 +29,3 @@ def data_sets(args: argparse.Namespace) -> list[tuple[str, Any]]:
             out.append((f"data.{key}", list(getattr(args, key))))
     return out
 
-
-def data_set_strings(args: argparse.Namespace) -> list[str]:
-    """The same overrides as ``--set`` strings (values as TOML literals; a JSON string is a TOML string)."""
-    return [f"{k}={json.dumps(v)}" for k, v in data_sets(args)]

@@ -162,7 +162,7 @@ class Protect(Callback):
     def on_before_optimizer_step(self, trainer: Trainer, step: int) -> None:
         # the projector's optimizer hooks go on last, at the first step, so that every other hook on the
         # optimizer (a canary's repair) runs before it and the update finally applied keeps dW U = 0
-        if self.projector is None and getattr(self, "_pending", None) is not None:
+        if self.projector is None and self._pending is not None:
             self.projector, self._pending = self._pending(), None
 
     # ---------------------------------------------------------------- hooks
@@ -269,40 +269,26 @@ class Canary(Callback):
                                      tol=o.canary_tol, repair=o.canary_repair, max_retries=o.canary_retries,
                                      canary_loss=lambda m: loss_on(m, xa, ya), progress=progress)  # fmt: skip
         if self.saved is not None:  # resumed: the reference, the accepted state and the repair level come back
-            st = self.saved
-            self.monitor.reference = dict(st["reference"])
-            self.monitor._snap = st["snap"]
-            for k in ("checks", "level", "retries", "grows"):
-                setattr(self.monitor, k, int(st[k]))
-            self.monitor.stalled_at = st["stalled_at"]
-            self.monitor._progress = list(st["progress"])
-            self.monitor._guide = st["guide"]
-            self.rollbacks = int(st["rollbacks"])
+            self.monitor.load_state_dict(self.saved)
         else:
             self.monitor.start()
-            self.rollbacks = 0
 
     def on_step_end(self, trainer: Trainer, step: int, loss: float) -> None:
-        if self.monitor is not None and self.monitor.step(step):
-            self.rollbacks += 1
+        if self.monitor is not None:
+            self.monitor.step(step)
 
     def on_eval(self, trainer: Trainer, step: int, record: dict[str, Any]) -> None:
         if self.monitor is not None:
-            record["canary_rollbacks"] = self.rollbacks
+            record["canary_rollbacks"] = len(self.monitor.events)
 
     def on_train_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         m = self.monitor
-        summary.update(canary_checks=m.checks, canary_rollbacks=self.rollbacks, canary_retries=m.retries,
+        summary.update(canary_checks=m.checks, canary_rollbacks=len(m.events), canary_retries=m.retries,
                        canary_repair_level=m.level, canary_stalled=m.stalled_at is not None,
                        canary_stalled_at=m.stalled_at)  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
-        m = self.monitor
-        if m is None:
-            return {}
-        return {"reference": m.reference, "snap": m._snap, "checks": m.checks, "level": m.level,
-                "retries": m.retries, "grows": m.grows, "stalled_at": m.stalled_at, "progress": m._progress,
-                "guide": m._guide, "rollbacks": self.rollbacks}  # fmt: skip
+        return self.monitor.state_dict() if self.monitor is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.saved = state or None

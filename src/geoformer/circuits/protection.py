@@ -302,6 +302,21 @@ class CanaryMonitor:
             if max(self._progress[-k:]) < max(self._progress[:-k]) + self.stall_min:
                 self.stalled_at = step
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to go on exactly: the reference scores, the accepted snapshot, the repair
+        level and its guide, the counters, the rollbacks and the progress history (tensors and plain values)."""
+        return {"reference": dict(self.reference), "snap": self._snap, "guide": self._guide, "checks": self.checks,
+                "level": self.level, "retries": self.retries, "grows": self.grows, "stalled_at": self.stalled_at,
+                "progress": list(self._progress), "events": [e.__dict__ for e in self.events]}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.reference = dict(state["reference"])
+        self._snap, self._guide = state["snap"], state["guide"]
+        self.checks, self.level, self.retries, self.grows = (int(state[k]) for k in ("checks", "level", "retries", "grows"))
+        self.stalled_at = state["stalled_at"]
+        self._progress = list(state["progress"])
+        self.events = [RollbackEvent(**e) for e in state["events"]]
+
     def summary(self) -> dict[str, Any]:
         return {
             "checks": self.checks,

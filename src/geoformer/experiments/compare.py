@@ -133,8 +133,8 @@ def train_or_reuse(
         }
 
 
-def checked_plan(*, preset, config, sets, data, variants, seeds, out, force=False, resume=False, extra_sets=None,
-                 **_: Any):  # fmt: skip
+def checked_plan(*, out, preset=None, config=None, sets=None, data=None, variants=None, seeds=None, force=False,
+                 resume=False, extra_sets=None, **_: Any):  # fmt: skip
     """The checks every way of running a comparison makes before training anything (a preset or config given,
     ``out`` a folder that holds no comparison unless resumed or forced), then :func:`plan`'s
     ``(baseline, seeds, configs, spec)``."""

@@ -136,8 +136,7 @@ def run_compare_parallel(
         raise GeoformerError("--launcher-opt needs --launcher slurm or local")
     if jobs == 1 and launcher == "processes":
         return compare.run_compare(**kw)
-    _, seed_list, configs, _ = compare.checked_plan(**{"preset": None, "config": None, "sets": None, "data": None,
-                                                        "variants": None, "seeds": None, **kw})  # fmt: skip
+    _, seed_list, configs, _ = compare.checked_plan(**kw)
     out = Path(kw["out"])
     runs = [(cfgs[i], out / "runs" / name / f"seed{cfgs[i].seed}")
             for i in range(len(seed_list)) for name, cfgs in configs.items()]  # fmt: skip

@@ -186,6 +186,7 @@ def summarize(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         final_m, final_s = mean_std(_summary_values(ok, "final_val_loss"))
         best_m, best_s = mean_std(_summary_values(ok, "best_val_loss"))
         tps_m, tps_s = mean_std(_summary_values(with_summary, "tokens_per_s"))
+        bpb_m, bpb_s = mean_std(_summary_values(ok, "final_val_bpb"))
         params = next((p for p in _summary_values(with_summary, "params") if _finite(p)), math.nan)
         if not ok:
             status = "diverged"
@@ -210,8 +211,8 @@ def summarize(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 _num(r["summary"].get("best_val_loss")) == _num(r["summary"].get("final_val_loss")) for r in ok
             ),
             "perplexity": math.exp(final_m) if _finite(final_m) and final_m < 700 else math.nan,
-            "final_val_bpb_mean": mean_std(_summary_values(ok, "final_val_bpb"))[0],
-            "final_val_bpb_std": mean_std(_summary_values(ok, "final_val_bpb"))[1],
+            "final_val_bpb_mean": bpb_m,
+            "final_val_bpb_std": bpb_s,
             "tokens_per_s_mean": tps_m,
             "tokens_per_s_std": tps_s,
             "throughput_ratio": tps_m / base_tps if _finite(base_tps) and base_tps > 0 else math.nan,
@@ -310,7 +311,7 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
         loss or _fmt_mean_std(row["final_val_loss_mean"], row["final_val_loss_std"], n_ok, ".3f"),
         loss or _fmt_best(row, n_ok),
         loss or _fmt_ppl(row["perplexity"]),
-        loss or _fmt_mean_std(row.get("final_val_bpb_mean", math.nan), row.get("final_val_bpb_std", math.nan), n_ok, ".3f"),
+        loss or _fmt_mean_std(row["final_val_bpb_mean"], row["final_val_bpb_std"], n_ok, ".3f"),
         _fmt_delta(row),
         row["vs_baseline"],
         _fmt_mean_std(row["tokens_per_s_mean"], row["tokens_per_s_std"], row["n_seeds"], ",.0f"),

@@ -409,10 +409,9 @@ class Trainer:
     def _bits_per_byte(self, val_loss: float) -> dict[str, float]:
         """The validation loss in bits per UTF-8 byte of the validation text (nats/token / ln 2 x tokens/byte),
         so runs with different tokenizers (char, BPE) compare."""
-        n_bytes = getattr(self.data, "val_bytes", 0)
-        if not n_bytes:
+        if not self.data.val_bytes:  # TokenData built by hand without it
             return {}
-        return {"val_bpb": val_loss / math.log(2) * len(self.data.val) / n_bytes}
+        return {"val_bpb": val_loss / math.log(2) * len(self.data.val) / self.data.val_bytes}
 
     def _eval_and_log(self, train_losses: list[float], tokens_per_s: float) -> None:
         val = self.evaluate()
