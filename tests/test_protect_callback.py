@@ -217,3 +217,20 @@ def test_a_canary_run_resumes_bit_identically(texts, tmp_path):
     for k, v in whole.raw_model.state_dict().items():
         assert torch.equal(v, rest.raw_model.state_dict()[k]), k
     assert sw["canary_rollbacks"] == sr["canary_rollbacks"] > 0 and sw["canary_checks"] == sr["canary_checks"]
+
+
+def test_bad_protect_data_is_one_line_and_leaves_no_run_folder(texts, tmp_path, capsys):
+    from .conftest import assert_one_line_error, run_cli
+
+    a_text, b_text = texts
+    a_run = _a_run(a_text, tmp_path / "a", max_iters=2)
+    cfg = tmp_path / "b.toml"
+    d = tiny_config(b_text).to_dict()
+    lines = [f'seed = {d["seed"]}', "[model]", *(f"{k} = {v}" for k, v in (("block_size", 16), ("n_layer", 2),
+             ("n_head", 2), ("n_embd", 32))), "[data]", f'source = "{b_text}"', f'tokenizer_from = "{a_run}"',
+             "[train]", "max_iters = 2", f'init_from = "{a_run}"', 'callbacks = ["protect"]',
+             f'protect = {{ data = "{tmp_path / "missing.txt"}" }}']  # fmt: skip
+    cfg.write_text("\n".join(lines) + "\n")
+    code, _, err = run_cli(["train", "--config", str(cfg), "--out", str(tmp_path / "b")], capsys)
+    assert_one_line_error(code, err, "data source not found")
+    assert not (tmp_path / "b").exists()

@@ -114,7 +114,11 @@ class Protect(Callback):
         options(cfg)
 
     def __init__(self, cfg) -> None:
+        from geoformer.data import load_text
+
         self.opts = options(cfg)
+        # read now, while the Trainer is being built: a bad train.protect.data fails before the run folder exists
+        self.text = load_text(self.opts.data)
         self.projector = None
         self._pending = None
         self.saved_bases: list[dict[str, Any]] | None = None  # from a checkpoint (resume)
@@ -127,9 +131,7 @@ class Protect(Callback):
     def _a_tokens(self, trainer: Trainer):
         import numpy as np
 
-        from geoformer.data import load_text
-
-        ids = trainer.data.tokenizer.encode_array(load_text(self.opts.data))
+        ids = trainer.data.tokenizer.encode_array(self.text)
         cut = int(len(ids) * (1 - HELD_OUT))
         return np.asarray(ids[:cut]), np.asarray(ids[cut:])
 
