@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from geoformer import config as C
+from geoformer.data.prepare import data_key
 from geoformer.experiments.compare import run_compare
 
 TOML = """
@@ -49,3 +51,27 @@ def test_resume_reuses_matching_runs_and_retrains_stale_ones(tmp_path, corpus, c
     assert "narrow seed 0" in capsys.readouterr().out  # the changed variant is retrained ...
     assert (out / "runs" / "sdpa" / "seed0" / "summary.json").stat().st_mtime_ns == stamps["sdpa"]  # ... alone
     assert (out / "runs" / "narrow" / "seed0" / "summary.json").stat().st_mtime_ns != stamps["narrow"]
+
+
+def test_resume_retrains_a_run_whose_corpus_folder_changed(tmp_path, corpus, capsys):
+    """Same config, other corpus: data.source names a folder, and a file in it changed after the run."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TOML, encoding="utf-8")
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    text = corpus.read_text(encoding="utf-8")
+    (folder / "a.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "cmp"
+    first = _compare(cfg, folder, out)
+    run = out / "runs" / "sdpa" / "seed0" / "summary.json"
+    key = C.load_json(run)["data_key"]
+    assert key and key == data_key(C.RunConfig.from_dict(C.load_json(run.parent / "config.json")).data)
+    stamp = run.stat().st_mtime_ns
+    capsys.readouterr()
+    _compare(cfg, folder, out)
+    assert capsys.readouterr().out == "" and run.stat().st_mtime_ns == stamp  # unchanged corpus: reused
+    (folder / "a.txt").write_text(text[::-1], encoding="utf-8")  # same size, other contents
+    again = _compare(cfg, folder, out)
+    assert "changed since this run; training it again" in capsys.readouterr().out
+    assert run.stat().st_mtime_ns != stamp and C.load_json(run)["data_key"] != key
+    assert again["variants"]["sdpa"]["runs"][0]["summary"] != first["variants"]["sdpa"]["runs"][0]["summary"]

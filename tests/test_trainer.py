@@ -65,6 +65,22 @@ def test_resume_is_bit_identical(corpus, tmp_path, dropout):
     assert va == vb
 
 
+def test_resume_refuses_a_checkpoint_trained_on_other_corpus_contents(corpus, tmp_path):
+    """config.json names the corpus, not its contents: the checkpoint's data key tells them apart."""
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    text = corpus.read_text(encoding="utf-8")
+    (folder / "a.txt").write_text(text, encoding="utf-8")
+    run = tmp_path / "run"
+    Trainer(tiny_config(folder, max_iters=20), run, progress=False, quiet=True).fit(until=7)
+    (folder / "a.txt").write_text(text[::-1], encoding="utf-8")
+    with pytest.raises(GeoformerError, match="other contents of .*texts.*start a new run"):
+        Trainer(tiny_config(folder, max_iters=20), run, resume=True, progress=False, quiet=True)
+    (folder / "a.txt").write_text(text, encoding="utf-8")  # back as it was: resumes
+    Trainer(tiny_config(folder, max_iters=20), run, resume=True, progress=False, quiet=True).fit()
+    assert json.loads((run / "summary.json").read_text())["completed"]
+
+
 class PoisonAt(Callback):
     def __init__(self, step):
         self.at = step

@@ -42,6 +42,7 @@ class TokenData:
     vocab_size: int
     dir: Path
     val_bytes: int = 0  # UTF-8 bytes of the validation text (for bits per byte)
+    key: str = ""  # the cache key (corpus contents, tokenizer, split): "" for data built by hand
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -105,7 +106,14 @@ def _open(folder: Path, cfg: DataConfig, fingerprint: str) -> TokenData | None:
     except (OSError, ValueError, KeyError, TypeError, GeoformerError):
         return None
     return TokenData(train=train, val=val, tokenizer=tok, vocab_size=tok.vocab_size, dir=folder,
-                     val_bytes=val_bytes)  # fmt: skip
+                     val_bytes=val_bytes, key=folder.name)  # fmt: skip
+
+
+def data_key(cfg: DataConfig) -> str:
+    """The cache key of ``cfg``'s token data as the corpus stands now, without tokenising it: a run that
+    recorded another key was trained on other contents (a file of ``data.source`` changed)."""
+    _check_config(cfg)
+    return cache_key(cfg, corpus_fingerprint(cfg.source, cfg.include, cfg.exclude), given_tokenizer(cfg))
 
 
 def _build(cfg: DataConfig, text: str, fingerprint: str, folder: Path, given=None) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from geoformer import config as C
+from geoformer.data.prepare import data_key
 from geoformer.errors import GeoformerError, TrainingDiverged
 from geoformer.train import checkpoint
 from geoformer.train.trainer import Trainer, prepare_out_dir
@@ -81,7 +82,8 @@ def _tokens(cfg: C.RunConfig) -> int:
 
 def _read_run(run_dir: Path, cfg: C.RunConfig | None = None) -> dict[str, Any] | None:
     """A completed run's summary and metrics; None if it is missing, unfinished, or (given ``cfg``) was
-    trained with a different configuration (a stale run is never reused on resume)."""
+    trained with a different configuration or on a corpus whose contents changed since (a stale run is never
+    reused on resume)."""
     summary = run_dir / "summary.json"
     if not summary.is_file():
         return None
@@ -110,6 +112,10 @@ def _read_run(run_dir: Path, cfg: C.RunConfig | None = None) -> dict[str, Any] |
             raise ValueError("metrics.jsonl has no records")
     except (OSError, ValueError, GeoformerError) as e:  # damaged: never reused, trained again with a line
         print(f"{run_dir}: finished run is damaged ({str(e).splitlines()[0][:80]}); training it again", flush=True)
+        return None
+    if cfg is not None and s.get("data_key") and s["data_key"] != data_key(cfg.data):
+        # same config, other corpus: data.source names a folder or file whose contents changed since
+        print(f"{run_dir}: the corpus {cfg.data.source} changed since this run; training it again", flush=True)
         return None
     return {"summary": s, "metrics": metrics}
 

@@ -253,6 +253,7 @@ class Trainer:
             "train_s": self.train_s,
             "batch_gen": self.batch_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "data_key": self.data.key or None,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "history": self.history,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
@@ -304,6 +305,11 @@ class Trainer:
                 raise GeoformerError(
                     f"checkpoint {path} is incompatible: {sec}.{diff[0] if diff else '?'} differs"
                 )
+        if state.get("data_key") and self.data.key and state["data_key"] != self.data.key:
+            raise GeoformerError(
+                f"checkpoint {path} was trained on other contents of {self.cfg.data.source} (a file changed since): "
+                "--resume would continue on another corpus; start a new run (--force or another --out)"
+            )
         changed = sorted(
             f"{k}" for k in mine["train"] if k not in RESUMABLE and saved.get("train", {}).get(k) != mine["train"][k]
         ) + (["seed"] if saved.get("seed") != mine["seed"] else [])
@@ -511,6 +517,9 @@ class Trainer:
             "background_cores": load.cores,
             "device": str(self.device),
             "world_size": self.dist.world_size,
+            # the token data's cache key (corpus contents, tokenizer, split): a resumed comparison retrains a
+            # run whose corpus changed since (config.json alone cannot tell, data.source names a folder)
+            "data_key": self.data.key or None,
             "completed": self.step >= t.max_iters,
         }
         if self.device.type == "cuda":
