@@ -272,9 +272,8 @@ class Trainer:
         except (KeyError, GeoformerError) as e:
             raise GeoformerError(f"train.init_from {source}: not a geoformer run checkpoint ({e})") from None
         mine, saved = asdict(self.cfg.model), asdict(theirs.model)
-        diff = [k for k in mine if saved.get(k) != mine[k]]
-        if diff:
-            k = diff[0]
+        k = first_difference(mine, saved)
+        if k is not None:
             raise GeoformerError(
                 f"train.init_from {source}: its model.{k} is {saved.get(k)!r}, this run's is {mine[k]!r} "
                 f"(the model configs must be equal{'; set data.tokenizer_from to that run' if k == 'vocab_size' else ''})"
@@ -301,10 +300,8 @@ class Trainer:
         mine = self.cfg.to_dict()
         for sec in ("model", "data"):
             if saved.get(sec) != mine[sec]:
-                diff = [k for k in mine[sec] if saved.get(sec, {}).get(k) != mine[sec][k]]
-                raise GeoformerError(
-                    f"checkpoint {path} is incompatible: {sec}.{diff[0] if diff else '?'} differs"
-                )
+                k = first_difference(mine[sec], saved.get(sec) or {})
+                raise GeoformerError(f"checkpoint {path} is incompatible: {sec}.{k or '?'} differs")
         if state.get("data_key") and self.data.key and state["data_key"] != self.data.key:
             raise GeoformerError(
                 f"checkpoint {path} was trained on other contents of {self.cfg.data.source} (a file changed since): "
@@ -529,6 +526,11 @@ class Trainer:
         if self.out_dir is not None and self.is_main:
             checkpoint.atomic_write_json(self.out_dir / "summary.json", summary)
         return summary
+
+
+def first_difference(mine: dict[str, Any], saved: dict[str, Any]) -> str | None:
+    """The first key of ``mine`` whose value ``saved`` does not share (None when every key agrees)."""
+    return next((k for k in mine if saved.get(k) != mine[k]), None)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[GPT, RunConfig, dict[str, Any]]:
