@@ -199,6 +199,24 @@ def test_module_fused_equals_pairwise(cov, frame):
     assert w.shape == (2, 9, 16, 16) and w[:, :, 1:].std() > 0.05  # not trivially uniform
 
 
+@pytest.mark.parametrize("cov", ["diag", "full"])
+def test_checkpoint_with_separate_input_maps_loads(cov):
+    """Runs saved before the mean, covariance and frame maps became one ``c_in`` (c_mu, c_cov, c_phi) load
+    into it: the same layer, the same outputs."""
+    m = build(cov=cov, frame="head", kappa=0.3)
+    sd = m.state_dict()
+    w_mu, w_cov, w_phi = sd.pop("c_in.weight").split(m._in_sizes, 0)
+    b_mu, b_cov, b_phi = sd.pop("c_in.bias").split(m._in_sizes, 0)
+    old = {**sd, "c_mu.weight": w_mu, "c_cov.weight": w_cov, "c_phi.weight": w_phi,
+           "c_mu.bias": b_mu, "c_cov.bias": b_cov, "c_phi.bias": b_phi}  # fmt: skip
+    fresh = build(cov=cov, frame="head", kappa=0.3)
+    with torch.no_grad():
+        fresh.c_in.weight.zero_()  # so only the load can make it equal
+    fresh.load_state_dict(old)
+    x = torch.randn(2, 8, 24, **F64)
+    assert torch.equal(fresh(x), m(x))
+
+
 def test_defaults_build_with_generic_test_sizes():
     m = attention.build("gauge_kl", 24, 3, dropout=0.0, bias=True, block_size=16)
     assert m.n_head == 9 and m.width == 19  # heads from irrep_spec; n_head=3 is ignored

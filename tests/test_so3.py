@@ -191,3 +191,13 @@ def test_exp_map_gradcheck_including_zero():
     # at phi = 0 the derivative along e_a is the generator G_a
     jac = torch.autograd.functional.jacobian(lambda p: so3.exp_map(p, 2), torch.zeros(3, **F64))
     close(jac.permute(2, 0, 1), so3.generators(2, torch.float64), 1e-12)
+
+
+@pytest.mark.parametrize("l", [so3._BILINEAR_MAX_L, so3._BILINEAR_MAX_L + 1, 9])
+def test_both_recursion_steps_match_matrix_exp_and_gradcheck(l):
+    """The recursion step is one bilinear matmul up to _BILINEAR_MAX_L and three folded matmuls above it (l = 9 is
+    the gauge_l9 preset's head): both equal expm of the generators, on batches of two leading dims."""
+    phi = rand_phi(4, 6, max_angle=3.0, seed=11)
+    close(so3.exp_map(phi, l), so3.exp_map_reference(phi, l), 1e-11)
+    p = rand_phi(3, max_angle=2.0, seed=12).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda q: so3.exp_map(q, l), (p,), fast_mode=True)

@@ -29,7 +29,7 @@ that type batched, causal, memory linear in T) plus per-token rotations. No T x 
 ``fused = false`` runs the explicit pairwise reference instead, which materialises ``Omega_ij`` and
 ``KL_ij`` (T^2 K^2 memory: for tests and small checks only).
 
-**Layer.** ``x (B, T, n_embd)`` -> linear maps to ``mu`` (width ``W = sum n_heads * K``), to the covariance
+**Layer.** ``x (B, T, n_embd)`` -> one linear map ``c_in`` to ``mu`` (width ``W = sum n_heads * K``), to the covariance
 parameters (``W`` log-variance-like numbers for ``cov = "diag"``, ``sum n_heads K(K+1)/2`` Cholesky numbers
 for ``cov = "full"``, see :mod:`geoformer.geometry.gaussian`) and to the frames (``3`` numbers per token
 shared by every head for ``frame = "token"``, the seed's single gauge frame per token; ``3`` per head for
@@ -48,8 +48,10 @@ the seed code's ``-KL/(kappa sqrt(K))`` (``configs/gauge_kl.toml`` uses it, sinc
 from that code). Unlike the seed we neither clamp the KL (a clamp would break the exact factorisation above)
 nor add jitter before a Cholesky (there is none: ``Sigma`` is parametrised by its factor, and the variance
 floor of :func:`geoformer.geometry.gaussian.positive_variance` bounds ``Sigma^{-1}``). Under autocast the
-belief maps and the kernel run in float32, because ``q~ . k~`` is a small difference of large terms. The
-values are zero-padded to ``D`` so SDPA can pick its fused kernel (it needs equal head dimensions).
+belief maps and the kernel run in float32, because ``q~ . k~`` is a small difference of large terms. SDPA's
+fused kernel needs equal head dimensions, so the value tensor is ``q~`` itself, whose columns
+``K(K+1)/2 .. K(K+1)/2 + K`` are ``n_j`` (the other columns' sums are dropped). ``l = 0`` heads skip every
+rotation (``D^0 = [[1]]``).
 The physical limit of this layer is those SDPA calls alone: :func:`gauge_kl_sdpa_reference` builds them.
 """
 
@@ -168,6 +170,14 @@ def augmented_qk(
     Returns ``q~, k~`` (B, H, T, D), ``D = K(K+1)/2 + K + 1``, contiguous.
     """
     B, H, T, K = mu.shape
+    if K == 1 and diag:  # l = 0: R = [[1]], so n = mu, A = Sigma, P = Sigma^{-1}: elementwise, no matmuls
+        inv_var = sigma.reciprocal()
+        mu_iv = mu * inv_var
+        one = torch.ones_like(mu)
+        # contiguous: cat keeps its inputs' layout (sigma may be a transposed view), and SDPA's fused kernel
+        # on a strided k is 6x slower at T = 4096
+        return (torch.cat((sigma + mu * mu, mu, one), -1).contiguous(),
+                torch.cat((inv_var, -2 * mu_iv, mu * mu_iv + sigma.log()), -1).contiguous())  # fmt: skip
     shared = R.size(1) == 1 and H > 1
     if shared:  # columns = heads: (B, T, K, H)
         Rc, cols = R[:, 0], lambda t: t.permute(0, 2, 3, 1)
@@ -176,24 +186,24 @@ def augmented_qk(
     r, c, w = _packing(K, mu.device)
     Rt = Rc.transpose(-1, -2)
     m = cols(mu)
-    n = Rt @ m
+    h = m.size(-1)  # columns per matmul (heads when shared, else 1): each pair of maps below is one matmul
     if diag:
         inv_var = sigma.reciprocal()
         sig_mu = cols(mu * inv_var)  # Sigma^{-1} mu
         logdet = sigma.log().sum(-1)
-        T2 = (Rc[..., :, r] * Rc[..., :, c]).transpose(-1, -2)  # (..., Kp, K): the m = m' columns
-        A, P = T2 @ cols(sigma), T2 @ cols(inv_var)
+        T2 = (Rc.index_select(-1, r) * Rc.index_select(-1, c)).transpose(-1, -2)  # (..., Kp, K): the m = m' columns
+        A, P = (T2 @ torch.cat((cols(sigma), cols(inv_var)), -1)).split(h, -1)
     else:
         cov = sigma @ sigma.transpose(-1, -2)
         prec = torch.cholesky_inverse(sigma)
         sig_mu = cols(torch.cholesky_solve(mu.unsqueeze(-1), sigma).squeeze(-1))
         logdet = gaussian.logdet_from_cholesky(sigma)
-        T2 = (Rc[..., :, None, r] * Rc[..., None, :, c]).flatten(-3, -2).transpose(-1, -2)  # (..., Kp, K^2)
-        A, P = T2 @ cols(cov.flatten(-2)), T2 @ cols(prec.flatten(-2))
-    Pn = Rt @ sig_mu  # R^T Sigma^{-1} mu = P n
+        T2 = (Rc.index_select(-1, r)[..., :, None, :] * Rc.index_select(-1, c)[..., None, :, :]).flatten(-3, -2).transpose(-1, -2)  # (..., Kp, K^2)
+        A, P = (T2 @ torch.cat((cols(cov.flatten(-2)), cols(prec.flatten(-2))), -1)).split(h, -1)
+    n, Pn = (Rt @ torch.cat((m, sig_mu), -1)).split(h, -1)  # R^T mu and R^T Sigma^{-1} mu = P n
     nPn = (m * sig_mu).sum(-2, keepdim=True)  # mu^T Sigma^{-1} mu = n^T P n
     ld = cols(logdet.unsqueeze(-1))
-    q = torch.cat((w.to(n.dtype)[:, None] * (A + n[..., r, :] * n[..., c, :]), n, torch.ones_like(ld)), -2)
+    q = torch.cat((w.to(n.dtype)[:, None] * (A + n.index_select(-2, r) * n.index_select(-2, c)), n, torch.ones_like(ld)), -2)
     k = torch.cat((P, -2 * Pn, nPn + ld), -2)
     if shared:
         return q.permute(0, 3, 1, 2).contiguous(), k.permute(0, 3, 1, 2).contiguous()
@@ -272,17 +282,19 @@ def gauge_kl_attention(
 ) -> torch.Tensor:
     """Fused ``m_i = R_i sum_j beta_ij n_j`` with ``beta_ij = softmax_j(-(inv_temp / 2) q~_i . k~_j)``: one SDPA call.
 
-    The temperature is folded into the queries (per head), so SDPA runs with ``scale=1.0``. The values
-    ``n_j`` are zero-padded to the query dimension ``D`` because the fused CPU/CUDA kernels need equal head
-    dimensions (with unequal ones SDPA silently falls back to the T x T math path). (..., T, K) -> (..., T, K).
+    The temperature is folded into the queries (per head), so SDPA runs with ``scale=1.0``. The fused CPU/CUDA
+    kernels need equal head dimensions (with unequal ones SDPA silently falls back to the T x T math path), so
+    the values are ``q~`` itself, of dimension ``D``, whose columns ``Kp .. Kp + K`` are ``n_j = R_j^T mu_j``;
+    the output keeps those columns. (..., T, K) -> (..., T, K).
     """
     q, k = augmented_qk(mu, sigma, R, diag=diag)
-    K, D = mu.size(-1), q.size(-1)
+    K = mu.size(-1)
     Kp = K * (K + 1) // 2
-    v = F.pad(q[..., Kp : Kp + K], (0, D - K))  # n_j = R_j^T mu_j, read off the query vector
-    q = q * (-0.5 * inv_temp)
-    m = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout_p, scale=1.0)[..., :K]
-    return _rotate(R, m)
+    # the values n_j = R_j^T mu_j are columns Kp..Kp+K of q~_j itself: q~ is the value tensor (the other columns'
+    # sums are computed and dropped, as zero padding would be), so no copy of n is made
+    m = F.scaled_dot_product_attention(q * (-0.5 * inv_temp), k, q, is_causal=causal, dropout_p=dropout_p,
+                                       scale=1.0)[..., Kp : Kp + K]  # fmt: skip
+    return m if K == 1 else _rotate(R, m)  # D^0 = [[1]]
 
 
 def gauge_kl_attention_pairwise(
@@ -337,9 +349,10 @@ class GaugeKLAttention(nn.Module):
         self.diag = o.cov == "diag"
         self._cov_sizes = [g.width if self.diag else g.n_heads * g.K * (g.K + 1) // 2 for g in self.groups]
         self._phi_sizes = [3 * g.n_heads for g in self.groups] if o.frame == "head" else [3]
-        self.c_mu = nn.Linear(n_embd, self.width, bias=bias)
-        self.c_cov = nn.Linear(n_embd, sum(self._cov_sizes), bias=bias)
-        self.c_phi = nn.Linear(n_embd, sum(self._phi_sizes), bias=bias)
+        # one map for the means, the covariance parameters and the frames (three small matmuls and their
+        # gradients cost more than one; checkpoints with the former c_mu / c_cov / c_phi still load)
+        self._in_sizes = [self.width, sum(self._cov_sizes), sum(self._phi_sizes)]
+        self.c_in = nn.Linear(n_embd, sum(self._in_sizes), bias=bias)
         self.c_proj = nn.Linear(self.width, n_embd, bias=bias)  # named c_proj: GPT scales its init with depth
         log_kappa = torch.full((self.n_head,), math.log(o.kappa))
         if o.learn_kappa:
@@ -348,6 +361,14 @@ class GaugeKLAttention(nn.Module):
             self.register_buffer("log_kappa", log_kappa)
         self.attn_dropout = nn.Dropout(dropout)
         self.resid_dropout = nn.Dropout(dropout)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A checkpoint written before the input maps were one (``c_mu``, ``c_cov``, ``c_phi``) loads into ``c_in``."""
+        for kind in ("weight", "bias"):
+            old = [f"{prefix}{name}.{kind}" for name in ("c_mu", "c_cov", "c_phi")]
+            if all(k in state_dict for k in old):
+                state_dict[f"{prefix}c_in.{kind}"] = torch.cat([state_dict.pop(k) for k in old], 0)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---------------------------------------------------------------- pieces
     def head_labels(self) -> list[str]:
@@ -372,9 +393,10 @@ class GaugeKLAttention(nn.Module):
         """Per irrep group: ``mu`` (B, H, T, K), ``sigma`` (variances (B, H, T, K) or Cholesky (B, H, T, K, K)),
         ``R = D^l(phi)`` (B, H or 1, T, K, K)."""
         B, T, _ = x.shape
-        mus = self.c_mu(x).split([g.width for g in self.groups], dim=-1)
-        covs = self.c_cov(x).split(self._cov_sizes, dim=-1)
-        phis = [p.view(B, T, -1, 3).transpose(1, 2) for p in self.c_phi(x).split(self._phi_sizes, dim=-1)]
+        mu_all, cov_all, phi_all = self.c_in(x).split(self._in_sizes, dim=-1)
+        mus = mu_all.split([g.width for g in self.groups], dim=-1)
+        covs = cov_all.split(self._cov_sizes, dim=-1)
+        phis = [p.view(B, T, -1, 3).transpose(1, 2) for p in phi_all.split(self._phi_sizes, dim=-1)]
         if self.opts.frame == "token":  # one phi_i (B, 1, T, 3) for all heads: D^l computed once
             Rs = so3.exp_maps(phis[0], [g.l for g in self.groups])
         out = []
@@ -438,7 +460,7 @@ class GaugeKLAttention(nn.Module):
 
     def sdpa_floor(self, batch: int, seq: int, *, device=None, dtype=None) -> Callable[[], None]:
         """:func:`gauge_kl_sdpa_reference` for this layer's irrep_spec (device / dtype default to the layer's)."""
-        ref = self.c_mu.weight
+        ref = self.c_proj.weight
         return gauge_kl_sdpa_reference(
             batch, seq, self.opts.irrep_spec, device=device or ref.device, dtype=dtype or ref.dtype
         )
@@ -472,7 +494,7 @@ class GaugeKLAttention(nn.Module):
 
 # ------------------------------------------------------------------------------------------ bench helpers
 def augmented_head_dims(irrep_spec: Sequence | None = None) -> list[tuple[int, int, int]]:
-    """``(n_heads, D, K)`` per irrep type: the fused SDPA calls run (B, n_heads, T, D) for q, k and v (padded)."""
+    """``(n_heads, D, K)`` per irrep type: the fused SDPA calls run (B, n_heads, T, D) for q, k and v (v = q~)."""
     groups = parse_irrep_spec(list(irrep_spec) if irrep_spec is not None else list(SEED_IRREP_SPEC))
     return [(g.n_heads, g.aug_dim, g.K) for g in groups]
 

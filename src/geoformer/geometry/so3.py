@@ -91,6 +91,42 @@ def _coupling_f64(l: int) -> torch.Tensor:
     return C
 
 
+# below this l the recursion step is one matmul with the bilinear form W_l (its (3 K0^2, K^2) size grows as l^4)
+_BILINEAR_MAX_L = 3
+
+
+@functools.lru_cache(maxsize=64)
+def _coupling(l: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`_coupling_f64` cast once per dtype and device."""
+    return _coupling_f64(l).to(dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _bilinear(l: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``W[(i, i'), (j, j'), (k, n)] = (2l+1) C[(i, j), k] C[(i', j'), n]``, (9 K0^2, K^2): the recursion step
+    ``D^l = (2l+1) C^T (D^{l-1} (x) D^1) C`` as ``vec(D^l) = (vec D^{l-1} (x) vec D^1) W`` (built in float64)."""
+    K0, K = 2 * l - 1, 2 * l + 1
+    C = _coupling_f64(l).view(K0, 3, K)
+    W = (2 * l + 1) * torch.einsum("ijk,lmn->iljmkn", C, C)
+    return W.reshape(9 * K0 * K0, K * K).to(dtype=dtype, device=device)
+
+
+def _couple(D: torch.Tensor, D1: torch.Tensor, l: int) -> torch.Tensor:
+    """``D^l = (2l+1) C^T (D^{l-1} (x) D^1) C`` on batches of (K0, K0) and (3, 3) matrices, as few large matmuls
+    (the batch folded into their rows; per-token (K, K) matmuls are slow on CPU): for ``l <= 3`` one product
+    with :func:`_bilinear`, above it three steps that never form the (3 K0)^2 Kronecker product."""
+    K0, K = 2 * l - 1, 2 * l + 1
+    batch = D.shape[:-2]
+    if l <= _BILINEAR_MAX_L:
+        outer = (D.reshape(-1, K0 * K0, 1) * D1.reshape(-1, 1, 9)).reshape(-1, 9 * K0 * K0)
+        return (outer @ _bilinear(l, D.dtype, D.device)).view(*batch, K, K)
+    C = _coupling(l, D.dtype, D.device)  # (3 K0, K), rows (i, j)
+    Y = (D.reshape(-1, K0) @ C.reshape(K0, 3 * K)).view(-1, K0, 3, K)  # Y[i, m, n] = D_il C[(l, m), n]
+    Z = D1.reshape(-1, 3, 3) @ Y.transpose(1, 2).reshape(-1, 3, K0 * K)  # Z[j, (i, n)] = D1_jm Y[i, m, n]
+    Z = Z.view(-1, 3, K0, K).permute(0, 3, 2, 1).reshape(-1, K0 * 3)  # rows (token, n), columns (i, j)
+    return (2 * l + 1) * (Z @ C).view(*batch, K, K).transpose(-1, -2)
+
+
 def exp_map_reference(phi: torch.Tensor, l: int) -> torch.Tensor:
     """The definition ``D^l(phi) = expm(sum_a phi_a G^l_a)`` via ``torch.linalg.matrix_exp`` (slow on batches of small
     matrices, and its backward exponentiates a 2K x 2K matrix); :func:`exp_map` computes the same matrix."""
@@ -128,16 +164,12 @@ def exp_maps(phi: torch.Tensor, ls: Sequence[int]) -> dict[int, torch.Tensor]:
     )  # (1-cos t)/t^2
     X = hat(phi, 1)
     eye = torch.eye(3, dtype=phi.dtype, device=phi.device)
-    D1 = eye + a[..., None, None] * X + b[..., None, None] * (X @ X)
+    XX = phi[..., :, None] * phi[..., None, :] - sq[..., None, None] * eye  # X^2 = phi phi^T - |phi|^2 I
+    D1 = eye + a[..., None, None] * X + b[..., None, None] * XX
     D = D1
     for l in range(1, top + 1):
         if l > 1:
-            K0 = 2 * l - 1
-            C = _coupling_f64(l).to(dtype=phi.dtype, device=phi.device)
-            kron = (D[..., :, None, :, None] * D1[..., None, :, None, :]).reshape(
-                *D.shape[:-2], 3 * K0, 3 * K0
-            )
-            D = (2 * l + 1) * (C.transpose(0, 1) @ kron @ C)
+            D = _couple(D, D1, l)
         if l in ls:
             out[l] = D
     return out
