@@ -7,6 +7,7 @@ after the trainer's last atomic checkpoint, so nothing already written is lost.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -543,6 +544,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd is None:  # bare `geoformer`: the command list
         parser.print_help()
         sys.exit(0)
+    from geoformer.experiments.pools import EXIT_WITH_PARENT_ENV, exit_with_parent
+
+    if os.environ.get(EXIT_WITH_PARENT_ENV) == "1":  # a `claims --jobs` child: stop when that process dies
+        exit_with_parent()
     try:
         code = args.func(args)
     except GeoformerError as e:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from geoformer.claims.registry import Row, module_of
 from geoformer.errors import GeoformerError
+from geoformer.experiments.pools import EXIT_WITH_PARENT_ENV
 
 _GROUP = {"arena": "arena+seed004", "seed004": "arena+seed004"}
 
@@ -60,7 +61,7 @@ def run_parallel(
             argv += ["--quick"] if quick else []
             argv += ["--max-seeds", str(max_seeds)] if max_seeds is not None else []
             argv += ["--force"] if force else []
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), EXIT_WITH_PARENT_ENV: "1"}
             proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             assert proc.stdout is not None
             for line in proc.stdout:

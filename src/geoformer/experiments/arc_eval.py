@@ -364,6 +364,10 @@ def _one_thread_env():
 def _init_worker(method: str) -> None:
     import torch
 
+    from geoformer.experiments.pools import exit_with_parent
+
+    exit_with_parent()
+
     torch.set_num_threads(1)
     if method in ("learner", "hybrid"):
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])

@@ -28,10 +28,11 @@ from typing import Any
 
 from geoformer import config as C
 from geoformer.errors import GeoformerError
-from geoformer.experiments.pools import completed
+from geoformer.experiments.pools import completed, exit_with_parent
 
 
 def _init_worker(counter, n_jobs: int, n_gpus: int) -> None:
+    exit_with_parent()
     with counter.get_lock():
         slot = counter.value
         counter.value += 1
