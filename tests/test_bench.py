@@ -167,6 +167,23 @@ def test_gauge_kl_is_timed_beside_its_floor_and_pairwise_path():
     assert "time × floor" in A.format_table({"rows": list(rows.values())})
 
 
+def test_solo_companions_run_after_the_interleaved_rounds(monkeypatch):
+    """A heavy companion (gauge_kl's pairwise path, BENCH_SOLO) never runs between the other workloads' calls:
+    interleaved, its GiB of tensors evicts their caches. The rest still take turns call by call."""
+    import torch
+
+    order = []
+    monkeypatch.setattr(A, "time_closure", lambda f, device: (f(), 1.0)[1])
+    monkeypatch.setattr(A, "time_call", lambda module, x, device: (order.append(module), 1.0)[1])
+    extra = {"k/floor": lambda: order.append("floor")}
+    solo = {"k/pairwise": lambda: order.append("pairwise")}
+    times = A.time_round_robin({"a": ("a", None), "b": ("b", None)}, {}, 3, 1, torch.device("cpu"), extra, solo)
+    assert order[-4:] == ["pairwise"] * 4 and "pairwise" not in order[:-4]  # 1 warm-up + 3 timed, at the end
+    assert [order[:3].count(n) for n in ("a", "b", "floor")] == [1, 1, 1]  # one call each per round
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "k/floor": 3, "k/pairwise": 3}
+    assert attention.registry.get("gauge_kl").BENCH_SOLO == ("pairwise",)
+
+
 def test_the_default_bench_times_only_the_fast_companions():
     """The explicit pairwise path takes seconds per call at the README's lengths: timed only when asked."""
     s = A.AttentionBenchSettings(seqs=[8], kinds=["gauge_kl"], batch=1, embd=16, heads=2, repeats=1, warmup=0, memory=False)

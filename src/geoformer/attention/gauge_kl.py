@@ -468,6 +468,7 @@ class GaugeKLAttention(nn.Module):
     # the explicit path holds ~15 (B, H, T, T, K, K)-sized tensors at its peak (Omega, transported Sigma, grads:
     # 1.06 GB at B=4, T=256 for the seed's spec; 3.3 GB and 34 s a call at T=512 on one CPU thread)
     PAIRWISE_BENCH_BYTES = 2 * 2**30
+    BENCH_SOLO = ("pairwise",)  # timed on its own after the interleaved rounds (it would evict the others' caches)
 
     def bench_companions(self, x: torch.Tensor) -> dict[str, Callable[[], None]]:
         """Reference workloads for ``geoformer bench attention``, timed beside this layer on the same input:

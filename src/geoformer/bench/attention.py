@@ -243,29 +243,41 @@ def time_round_robin(
     warmup: int,
     device: torch.device,
     extra: dict[str, Callable[[], None]] | None = None,
+    solo: dict[str, Callable[[], None]] | None = None,
 ) -> dict[str, list[float]]:
-    """Per kind (and per ``extra`` closure), the milliseconds of ``repeats`` calls after ``warmup`` untimed ones.
+    """Per kind (and per ``extra`` / ``solo`` closure), the milliseconds of ``repeats`` calls after ``warmup``
+    untimed ones.
 
-    The kinds take turns, one call each per round, and the order rotates every round: a burst of
-    background load or a slow drift then hits every kind alike instead of whichever ran at that moment.
-    A kind whose call raises gets its error in ``errors`` and leaves the rotation.
+    The kinds and ``extra`` take turns, one call each per round, and the order rotates every round: a burst
+    of background load or a slow drift then hits every kind alike instead of whichever ran at that moment.
+    ``solo`` closures (a kind's heavy companions, such as gauge_kl's pairwise path, which allocates a GiB a
+    call) run afterwards, each on its own: interleaved, they evict the caches and the allocator's pages the
+    others run in (gauge_kl measured 2.57x its floor at N = 256 with pairwise between its calls, 1.5x
+    without). A kind whose call raises gets its error in ``errors`` and leaves the rotation.
     """
     calls: dict[str, Callable[[], float]] = {k: (lambda c=c: time_call(*c, device)) for k, c in cases.items()}
     calls.update({k: (lambda f=f: time_closure(f, device)) for k, f in (extra or {}).items()})
-    times: dict[str, list[float]] = {k: [] for k in calls}
+    times: dict[str, list[float]] = {k: [] for k in [*calls, *(solo or {})]}
+
+    def one(name: str, call: Callable[[], float], keep: bool) -> None:
+        try:
+            ms = call()
+        except Exception as e:  # noqa: BLE001 - recorded per (kind, seq); the run goes on
+            errors[name] = _error_text(e)
+            return
+        if keep:
+            times[name].append(ms)
+
     names = list(calls)
     for i in range(warmup + repeats):
         shift = i % len(names)
         for name in names[shift:] + names[:shift]:
-            if name in errors:
-                continue
-            try:
-                ms = calls[name]()
-            except Exception as e:  # noqa: BLE001 - recorded per (kind, seq); the run goes on
-                errors[name] = _error_text(e)
-                continue
-            if i >= warmup:
-                times[name].append(ms)
+            if name not in errors:
+                one(name, calls[name], i >= warmup)
+    for name, f in (solo or {}).items():
+        for i in range(warmup + repeats):
+            if name not in errors:
+                one(name, lambda f=f: time_closure(f, device), i >= warmup)
     return times
 
 
@@ -336,16 +348,19 @@ def measure_length(
         except Exception as e:  # noqa: BLE001
             errors[kind] = _error_text(e)
     extra: dict[str, Callable[[], None]] = {}
+    solo: dict[str, Callable[[], None]] = {}
     for kind, (module, x) in cases.items():
         try:
-            extra.update({f"{kind}/{name}": fn for name, fn in companions(module, x, s.companions).items()})
+            heavy = set(getattr(module, "BENCH_SOLO", ()))
+            for name, fn in companions(module, x, s.companions).items():
+                (solo if name in heavy else extra)[f"{kind}/{name}"] = fn
         except Exception as e:  # noqa: BLE001 - a companion that cannot be built is noted, the kind still runs
             errors[f"{kind}/companions"] = _error_text(e)
-    times = time_round_robin(cases, errors, s.repeats, s.warmup, device, extra)
+    times = time_round_robin(cases, errors, s.repeats, s.warmup, device, extra, solo)
     rows = [_row(kind, seq, times.get(kind), errors.get(kind)) for kind in kinds]
     for row in rows:
         row["companions"] = {}
-        for name in [n for n in dict.fromkeys([*extra, *errors]) if n.startswith(row["kind"] + "/")]:
+        for name in [n for n in dict.fromkeys([*extra, *solo, *errors]) if n.startswith(row["kind"] + "/")]:
             comp, err = name.split("/", 1)[1], errors.get(name)
             t = spread(times[name]) if name in times and times[name] and err is None else {}
             row["companions"][comp] = {"median_ms": t.get("median"), "iqr_ms": t.get("iqr"), "error": err}
