@@ -9,6 +9,10 @@ is another corpus) and trains on new text B can keep what the first run learned 
 * ``"replay"``: ``round(replay_mix * batch)`` rows of every micro-batch are replaced by windows of A
   (:class:`~geoformer.circuits.replay.ReplayBuffer`, ``samples`` windows drawn once);
 * ``"subspace+replay"``: both;
+* ``"ewc"``: elastic weight consolidation (:mod:`geoformer.circuits.ewc`): the diagonal empirical Fisher of A's
+  ``samples`` windows at the start weights theta_A, scaled by its mean entry, and the penalty
+  ``ewc_lambda / 2 * sum_i F_i (theta_i - theta_A,i)^2`` added to the loss of every training micro-batch (its
+  gradient enters through parameter hooks, before clipping, exactly as if the penalty were part of the loss);
 * ``"none"``: no protection, only the measurement (the naive baseline of a comparison, with its forgetting logged).
 
 ``train.callbacks = ["protect", "canary"]`` adds :class:`Canary`: a check of A's loss every ``canary_every`` steps
@@ -40,7 +44,7 @@ from geoformer.train.callbacks import Callback, register_callback
 if TYPE_CHECKING:
     from geoformer.train.trainer import Trainer
 
-METHODS = ("none", "subspace", "replay", "subspace+replay")
+METHODS = ("none", "subspace", "replay", "subspace+replay", "ewc")
 HELD_OUT = 0.1  # the last fraction of A: held-out windows for protect_a_loss
 
 
@@ -52,6 +56,7 @@ class ProtectOptions:
     norms: str = "frozen"  # norm gains: frozen | free
     samples: int = 64  # windows of A (block_size tokens each) for the bases and the replay buffer
     replay_mix: float = 0.25  # fraction of every micro-batch replaced by A's windows (replay methods)
+    ewc_lambda: float = 1.0  # EWC strength, relative to the mean Fisher entry (method ewc)
     eval_windows: int = 16  # held-out windows of A whose mean loss is protect_a_loss
     seed: int = 0  # draws of the windows and of the replay rows
     # the "canary" callback (train.callbacks = ["protect", "canary"]): every canary_every steps the loss on A's
@@ -71,6 +76,8 @@ class ProtectOptions:
             (self.norms in ("frozen", "free"), f"train.protect.norms must be frozen or free, got {self.norms!r}"),
             (self.samples >= 1, f"train.protect.samples must be >= 1, got {self.samples}"),
             (0.0 <= self.replay_mix < 1.0, f"train.protect.replay_mix must be in [0, 1), got {self.replay_mix}"),
+            (math.isfinite(self.ewc_lambda) and self.ewc_lambda >= 0,
+             f"train.protect.ewc_lambda must be a finite number >= 0, got {self.ewc_lambda}"),
             (self.eval_windows >= 1, f"train.protect.eval_windows must be >= 1, got {self.eval_windows}"),
             (self.canary_every >= 1, f"train.protect.canary_every must be >= 1, got {self.canary_every}"),
             (self.canary_tol >= 0, f"train.protect.canary_tol must be >= 0 (nats), got {self.canary_tol}"),
@@ -89,9 +96,61 @@ class ProtectOptions:
     def replay(self) -> bool:
         return "replay" in self.method
 
+    @property
+    def ewc(self) -> bool:
+        return self.method == "ewc"
+
 
 def options(cfg) -> ProtectOptions:
     return coerce_dataclass(ProtectOptions, cfg.train.protect, where="train.protect").validate()
+
+
+def ewc_fisher(model, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], float]:
+    """The diagonal empirical Fisher of the windows ``(x, y)`` (one window = one example, its mean token
+    log-likelihood), divided by its mean entry, and that mean: lambda then means the same across runs."""
+    import torch.nn.functional as F
+
+    from geoformer.circuits.ewc import fisher_diag
+
+    def log_likelihood(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -F.cross_entropy(out.float() if out.dtype in (torch.float16, torch.bfloat16) else out, t)
+
+    fisher = fisher_diag(model, x, log_likelihood, y)
+    mean = torch.cat([f.flatten() for f in fisher.values()]).mean().clamp_min(1e-30)
+    return {k: f / mean for k, f in fisher.items()}, float(mean)
+
+
+class EWCHooks:
+    """The EWC penalty's gradient ``lam * F * (theta - anchor) / grad_accum`` added to every parameter's gradient
+    of a training micro-batch through tensor hooks (so it is clipped with the loss's, as if it were part of it).
+    ``active`` is on only between a step's first micro-batch and its optimizer step: gradients computed for
+    anything else (a canary's repair direction) stay those of their own loss."""
+
+    def __init__(self, model, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor], lam: float,
+                 grad_accum: int) -> None:  # fmt: skip
+        self.model, self.fisher, self.anchor, self.lam = model, fisher, anchor, lam
+        self.active = False
+        scale = lam / grad_accum
+        self.handles = []
+        for name, p in model.named_parameters():
+            if name in fisher and p.requires_grad:
+                f, a = fisher[name].to(p), anchor[name].to(p)
+                self.handles.append(p.register_hook(
+                    lambda g, p=p, f=f, a=a: g + scale * f * (p.detach() - a) if self.active else g))  # fmt: skip
+
+    @torch.no_grad()
+    def penalty(self) -> float:
+        """``lam / 2 * sum_i F_i (theta_i - anchor_i)^2`` at the current weights."""
+        total = 0.0
+        for name, p in self.model.named_parameters():
+            if name in self.fisher:
+                total += float((self.fisher[name].to(p) * (p - self.anchor[name].to(p)).square()).sum())
+        return 0.5 * self.lam * total
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
 
 
 def a_windows(tokens, block: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,6 +183,9 @@ class Protect(Callback):
         self.saved_bases: list[dict[str, Any]] | None = None  # from a checkpoint (resume)
         self.bases: list[dict[str, Any]] = []
         self.buffer = None
+        self.ewc: EWCHooks | None = None
+        self.saved_ewc: dict[str, Any] | None = None  # Fisher and anchor from a checkpoint (resume)
+        self.ewc_state: dict[str, Any] = {}
         self.start_loss = math.nan
         self._micro = 0
 
@@ -160,8 +222,19 @@ class Protect(Callback):
                     ) from None
             self.bases = [{"param": p.param, "basis": p.basis, "rows": p.rows, "source": p.source} for p in prot]
             self._pending = lambda: SubspaceProjector(trainer.raw_model, trainer.optimizer, prot)
+        if o.ewc:
+            if self.saved_ewc is not None:  # resumed: the Fisher and the anchor of the run's start, not of now
+                self.ewc_state = self.saved_ewc
+            else:
+                fisher, mean = ewc_fisher(trainer.raw_model, x.to(trainer.device), y.to(trainer.device))
+                anchor = {k: p.detach().clone() for k, p in trainer.raw_model.named_parameters() if k in fisher}
+                self.ewc_state = {"fisher": fisher, "anchor": anchor, "fisher_mean": mean}
+            self.ewc = EWCHooks(trainer.raw_model, self.ewc_state["fisher"], self.ewc_state["anchor"], o.ewc_lambda,
+                                trainer.cfg.train.grad_accum)  # fmt: skip
 
     def on_before_optimizer_step(self, trainer: Trainer, step: int) -> None:
+        if self.ewc is not None:
+            self.ewc.active = False  # the step's micro-batches are done
         # the projector's optimizer hooks go on last, at the first step, so that every other hook on the
         # optimizer (a canary's repair) runs before it and the update finally applied keeps dW U = 0
         if self.projector is None and self._pending is not None:
@@ -169,6 +242,8 @@ class Protect(Callback):
 
     # ---------------------------------------------------------------- hooks
     def on_batch(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.ewc is not None:
+            self.ewc.active = True  # this micro-batch's backward gets the penalty's gradient
         if self.buffer is None:
             return x, y
         k = self.buffer.count(x.shape[0])
@@ -193,6 +268,8 @@ class Protect(Callback):
 
     def on_eval(self, trainer: Trainer, step: int, record: dict[str, Any]) -> None:
         record["protect_a_loss"] = self.a_loss(trainer)
+        if self.ewc is not None:
+            record["protect_ewc_penalty"] = self.ewc.penalty()
         if not math.isfinite(self.start_loss):
             self.start_loss = record["protect_a_loss"]
 
@@ -203,12 +280,16 @@ class Protect(Callback):
         if self.bases:
             dims = [int(b["basis"].shape[1]) for b in self.bases if b["basis"] is not None]
             summary["protect_basis_dims"] = dims
+        if self.ewc is not None:
+            summary.update(protect_ewc_penalty=self.ewc.penalty(), protect_fisher_mean=self.ewc_state["fisher_mean"])
+            self.ewc.remove()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"bases": self.bases, "start_loss": self.start_loss}
+        return {"bases": self.bases, "start_loss": self.start_loss, "ewc": self.ewc_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.saved_bases = state.get("bases") or None
+        self.saved_ewc = state.get("ewc") or None
         self.start_loss = float(state.get("start_loss", math.nan))
 
 
