@@ -303,3 +303,21 @@ def test_homotopy_lr_probes_at_a_sequential_lr_milestone():
         # probe each `interval` steps of HomotopyLR's own count
         expect = [0, 0, 0] + [1 + i // interval for i in range(7)]
         assert counts == expect, (interval, counts)
+
+
+def test_lanczos_on_a_non_finite_hessian_returns_nan_instead_of_raising():
+    """A diverging run's weights go NaN between its loss checks; the probe that runs first must not crash the run
+    with ARPACK's opaque error (-9999, 'DLASCL parameter 4 had an illegal value', measured on homotopy_stress):
+    lambda is NaN and the Trainer's own non-finite-loss check ends the run as diverged."""
+    from geoformer.train.curvature import lanczos_top_eigenvalue
+
+    w = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    loss = (w * w * torch.tensor([3.0, 1.0, 0.5], dtype=torch.float64)).sum()
+    (g,) = torch.autograd.grad(loss, [w], create_graph=True)
+    ok = lanczos_top_eigenvalue([g], [w], seed=0)
+    assert ok["converged"] and ok["lambda"] == pytest.approx(6.0, rel=1e-6)
+    bad = w.detach().clone().requires_grad_(True)
+    loss = (bad * bad * torch.tensor([3.0, float("nan"), 0.5], dtype=torch.float64)).sum()
+    (g,) = torch.autograd.grad(loss, [bad], create_graph=True)
+    out = lanczos_top_eigenvalue([g], [bad], seed=0)
+    assert math.isnan(out["lambda"]) and not out["converged"] and out["matvecs"] >= 1

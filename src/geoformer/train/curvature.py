@@ -136,10 +136,13 @@ def lanczos_top_eigenvalue(
     Returns ``{"lambda", "residual", "matvecs"}`` with ``residual = ||H v - lambda v|| / |lambda|`` checked by one
     extra HVP (ARPACK's own tolerance is relative to the eigenvalue, ``tol``); when ARPACK does not converge
     within ``max_matvecs`` HVPs its best Ritz pair is returned with ``converged = False`` and its residual (NaN
-    only if it has none). ``v0`` warm-starts from an earlier eigenvector; ``return_vector`` adds ``"vector"``.
+    only if it has none). A non-finite Hessian-vector product (weights or gradients already NaN, as in a run
+    that is diverging) or any other ARPACK failure gives ``lambda = NaN`` instead of an exception, so the run's
+    own divergence check (a non-finite loss) ends it. ``v0`` warm-starts from an earlier eigenvector;
+    ``return_vector`` adds ``"vector"``.
     """
     import numpy as np
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 
     sizes = [p.numel() for p in params]
     shapes = [p.shape for p in params]
@@ -150,10 +153,18 @@ def lanczos_top_eigenvalue(
         flat = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
         return [c.view(s).to(p.device, p.dtype) for c, s, p in zip(flat.split(sizes), shapes, params, strict=True)]
 
+    class NonFinite(Exception):
+        pass
+
     def matvec(x: np.ndarray) -> np.ndarray:
         calls[0] += 1
         hv = hvp(grads, params, split(x.ravel()))
-        return torch.cat([h.detach().reshape(-1).double().cpu() for h in hv]).numpy()
+        out = torch.cat([h.detach().reshape(-1).double().cpu() for h in hv]).numpy()
+        if not np.isfinite(out).all():  # ARPACK would fail on it with an opaque error (-9999, DLASCL)
+            raise NonFinite
+        return out
+
+    failed = {"lambda": math.nan, "residual": math.nan, "matvecs": float(calls[0]), "converged": False}
 
     op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
     if v0 is not None:
@@ -166,10 +177,15 @@ def lanczos_top_eigenvalue(
     except ArpackNoConvergence as e:
         converged = False
         if len(e.eigenvalues) == 0:
-            return {"lambda": math.nan, "residual": math.nan, "matvecs": float(calls[0]), "converged": False}
+            return {**failed, "matvecs": float(calls[0])}
         vals, vecs = e.eigenvalues, e.eigenvectors
+    except (NonFinite, ArpackError):
+        return {**failed, "matvecs": float(calls[0])}
     lam, v = float(vals[0]), vecs[:, 0]
-    resid = float(np.linalg.norm(matvec(v) - lam * v) / max(abs(lam), 1e-30))
+    try:
+        resid = float(np.linalg.norm(matvec(v) - lam * v) / max(abs(lam), 1e-30))
+    except NonFinite:
+        resid = math.nan
     out: dict[str, Any] = {"lambda": lam, "residual": resid, "matvecs": float(calls[0]), "converged": converged}
     if return_vector:
         out["vector"] = split(v / max(np.linalg.norm(v), 1e-30))
