@@ -470,7 +470,7 @@ def describe(result: dict[str, Any]) -> str:
     m, s = result["machine"], result["settings"]
     return (
         f"Attention forward+backward, B={s['batch']}, C={s['embd']}, H={s['heads']}, {s['dtype']}, "
-        f"median of {s['repeats']} calls after {s['warmup']} warm-up calls (kinds interleaved call by call), "
+        f"median of {s['repeats']} calls after {s['warmup']} warm-up calls (kinds interleaved call by call; heavy companions such as pairwise timed after them), "
         f"on {m['device_name']} "
         f"({m['device']}, {m['torch_threads']} threads, torch {m['torch']}). Memory: {s['memory_method']}."
         f"{load_note(result.get('background_load', {}))}\n"
