@@ -254,12 +254,11 @@ def test_ewc_hooks_give_the_gradient_of_the_loss_plus_the_penalty_exactly():
             p.add_(0.3 * torch.randn_like(p))  # away from the anchor
     xs = [torch.randn(5, 4, dtype=torch.float64) for _ in range(2)]
     loss = lambda x: model(x).square().mean()  # noqa: E731
-    ref = EWC(model, fisher, 0.7)
-    ref.anchor = anchor
+    ref = EWC(model, fisher, 0.7, anchor=anchor)
     model.zero_grad()
     (sum(loss(x) for x in xs) / 2 + ref.penalty(model)).backward()
     want = {k: p.grad.clone() for k, p in model.named_parameters()}
-    hooks = EWCHooks(model, fisher, anchor, 0.7, grad_accum=2)
+    hooks = EWCHooks(model, EWC(model, fisher, 0.7, anchor=anchor), grad_accum=2)
     model.zero_grad()
     hooks.active = True
     for x in xs:

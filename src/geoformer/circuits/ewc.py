@@ -48,10 +48,14 @@ def fisher_diag(
 class EWC:
     """The EWC penalty ``lam / 2 * sum_i F_i (theta_i - anchor_i)^2`` for ``model``'s parameters."""
 
-    def __init__(self, model: nn.Module, fisher: dict[str, torch.Tensor], lam: float):
+    def __init__(self, model: nn.Module, fisher: dict[str, torch.Tensor], lam: float,
+                 anchor: dict[str, torch.Tensor] | None = None):  # fmt: skip
+        """``anchor`` defaults to ``model``'s current parameters (theta_A); a resumed run passes the saved one."""
         self.lam = lam
         self.fisher = {k: v.detach().clone() for k, v in fisher.items()}
-        self.anchor = {k: p.detach().clone() for k, p in model.named_parameters() if k in self.fisher}
+        params = dict(model.named_parameters())
+        self.anchor = {k: (anchor[k] if anchor is not None else params[k]).detach().clone()
+                       for k in self.fisher if k in params}  # fmt: skip
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         total = None

@@ -121,31 +121,26 @@ def ewc_fisher(model, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch
 
 
 class EWCHooks:
-    """The EWC penalty's gradient ``lam * F * (theta - anchor) / grad_accum`` added to every parameter's gradient
-    of a training micro-batch through tensor hooks (so it is clipped with the loss's, as if it were part of it).
-    ``active`` is on only between a step's first micro-batch and its optimizer step: gradients computed for
-    anything else (a canary's repair direction) stay those of their own loss."""
+    """The gradient of :class:`~geoformer.circuits.ewc.EWC`'s penalty, ``lam * F * (theta - anchor) / grad_accum``,
+    added to every parameter's gradient of a training micro-batch through tensor hooks (so it is clipped with the
+    loss's, as if it were part of it). ``active`` is on only between a step's first micro-batch and its optimizer
+    step: gradients computed for anything else (a canary's repair direction) stay those of their own loss."""
 
-    def __init__(self, model, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor], lam: float,
-                 grad_accum: int) -> None:  # fmt: skip
-        self.model, self.fisher, self.anchor, self.lam = model, fisher, anchor, lam
+    def __init__(self, model, ewc, grad_accum: int) -> None:
+        self.model, self.ewc = model, ewc
         self.active = False
-        scale = lam / grad_accum
+        scale = ewc.lam / grad_accum
         self.handles = []
         for name, p in model.named_parameters():
-            if name in fisher and p.requires_grad:
-                f, a = fisher[name].to(p), anchor[name].to(p)
+            if name in ewc.fisher and p.requires_grad:
+                f, a = ewc.fisher[name].to(p), ewc.anchor[name].to(p)
                 self.handles.append(p.register_hook(
                     lambda g, p=p, f=f, a=a: g + scale * f * (p.detach() - a) if self.active else g))  # fmt: skip
 
     @torch.no_grad()
     def penalty(self) -> float:
         """``lam / 2 * sum_i F_i (theta_i - anchor_i)^2`` at the current weights."""
-        total = 0.0
-        for name, p in self.model.named_parameters():
-            if name in self.fisher:
-                total += float((self.fisher[name].to(p) * (p - self.anchor[name].to(p)).square()).sum())
-        return 0.5 * self.lam * total
+        return float(self.ewc.penalty(self.model))
 
     def remove(self) -> None:
         for h in self.handles:
@@ -229,8 +224,10 @@ class Protect(Callback):
                 fisher, mean = ewc_fisher(trainer.raw_model, x.to(trainer.device), y.to(trainer.device))
                 anchor = {k: p.detach().clone() for k, p in trainer.raw_model.named_parameters() if k in fisher}
                 self.ewc_state = {"fisher": fisher, "anchor": anchor, "fisher_mean": mean}
-            self.ewc = EWCHooks(trainer.raw_model, self.ewc_state["fisher"], self.ewc_state["anchor"], o.ewc_lambda,
-                                trainer.cfg.train.grad_accum)  # fmt: skip
+            from geoformer.circuits.ewc import EWC
+
+            ewc = EWC(trainer.raw_model, self.ewc_state["fisher"], o.ewc_lambda, anchor=self.ewc_state["anchor"])
+            self.ewc = EWCHooks(trainer.raw_model, ewc, trainer.cfg.train.grad_accum)
 
     def on_before_optimizer_step(self, trainer: Trainer, step: int) -> None:
         if self.ewc is not None:

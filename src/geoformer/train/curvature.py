@@ -164,7 +164,8 @@ def lanczos_top_eigenvalue(
             raise NonFinite
         return out
 
-    failed = {"lambda": math.nan, "residual": math.nan, "matvecs": float(calls[0]), "converged": False}
+    def failed() -> dict[str, Any]:  # no eigenpair: lambda NaN, with the HVPs spent so far
+        return {"lambda": math.nan, "residual": math.nan, "matvecs": float(calls[0]), "converged": False}
 
     op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
     if v0 is not None:
@@ -177,10 +178,10 @@ def lanczos_top_eigenvalue(
     except ArpackNoConvergence as e:
         converged = False
         if len(e.eigenvalues) == 0:
-            return {**failed, "matvecs": float(calls[0])}
+            return failed()
         vals, vecs = e.eigenvalues, e.eigenvectors
     except (NonFinite, ArpackError):
-        return {**failed, "matvecs": float(calls[0])}
+        return failed()
     lam, v = float(vals[0]), vecs[:, 0]
     try:
         resid = float(np.linalg.norm(matvec(v) - lam * v) / max(abs(lam), 1e-30))
