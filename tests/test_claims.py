@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from geoformer import gitstate
 from geoformer.claims import ledger as L
 from geoformer.claims import provenance
 from geoformer.claims import registry as REG
@@ -153,7 +154,7 @@ def _repo(tmp_path, monkeypatch, files: dict[str, str]):
     _git(repo, "init", "-q")
     _git(repo, "-c", "user.email=a@b", "-c", "user.name=t", "add", ".")
     _git(repo, "-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qm", "one")
-    monkeypatch.setattr(provenance, "REPO", repo)
+    monkeypatch.setattr(gitstate, "REPO", repo)
     return repo
 
 
@@ -179,9 +180,57 @@ def test_stale_lists_rows_whose_dependencies_changed(tmp_path, fake_rows, monkey
         L.stale_rows(tmp_path / "nothing")
 
 
+def test_stale_checks_the_commit_every_reused_run_was_trained_at(tmp_path, monkeypatch):
+    from geoformer.claims.context import trained_at
+
+    repo = _repo(tmp_path, monkeypatch, {"x.py": "a = 1\n", "y.py": "b = 1\n"})
+    one = gitstate.git_state()["commit"]
+    (repo / "src" / "y.py").write_text("b = 2\n")
+    _git(repo, "-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qam", "two")
+    two = gitstate.git_state()["commit"]
+    at = lambda c, dirty=False: {"commit": c, "dirty": dirty, "version": "v"}  # noqa: E731
+    codes = {"r/seed0": [at(one)], "r/seed1": [at(one), at(two)], "r/seed2": [at(two)]}
+    runs = trained_at(codes)
+    assert runs["runs"] == 3 and runs["unrecorded"] == 0
+    assert {(c["commit"], c["runs"]) for c in runs["commits"]} == {(one, 2), (two, 2)}
+
+    def why(codes, depends):
+        return provenance.stale_reason({"commit": two, "dirty": False, "trained_at": trained_at(codes)}, depends)
+
+    assert why(codes, ("src/x.py",)) is None  # runs reused from commit one: x.py is the same there
+    assert why(codes, ("src/y.py",)) == f"2 of its runs were trained at {one[:10]}; changed since: src/y.py"
+    assert why({"r/seed2": [at(two)]}, ("src/y.py",)) is None  # every run at the row's own commit
+    assert why({**codes, "r/seed3": None}, ("src/x.py",)).startswith("1 of its 4 runs record no commit")
+    assert "modified tree at" in why({"r/seed0": [at(one, dirty=True)]}, ("src/x.py",))
+    assert "a commit this repository does not have" in why({"r/seed0": [at("f" * 40)]}, ("src/x.py",))
+    assert "outside a git checkout" in why({"r/seed0": [at(None)]}, ("src/x.py",))
+    assert provenance.stale_reason({"commit": two, "dirty": False}, ("src/x.py",)) is None  # no runs: as before
+    row = {"provenance": {"commit": two, "trained_at": trained_at(codes)}}
+    assert L._prov_cells(row)[1] == f"{two[:8]} (runs reused from {one[:8]})"
+
+
+def test_a_row_records_the_commit_its_training_runs_were_trained_at(tmp_path, fake_rows, corpus):
+    from .conftest import tiny_config
+
+    row = fake_row("t-train", [-1.0] * 10)
+
+    def measure(ctx, n):
+        run = ctx.train("tiny", tiny_config(corpus, max_iters=4, eval_interval=2))
+        return {"d": [-1.0] * n, "loss": run["summary"]["final_val_loss"]}
+
+    row.measure = measure
+    fake_rows["t-train"] = row
+    (rec,) = L.run_ledger(out=tmp_path, quick=False, only=None, quiet=True)
+    now = gitstate.git_state()
+    assert set(rec["provenance"]["configs"]) == {"tiny"}
+    assert rec["provenance"]["trained_at"] == {
+        "runs": 1, "unrecorded": 0, "commits": [{"commit": now["commit"], "dirty": bool(now["dirty"]), "runs": 1}]
+    }  # fmt: skip
+
+
 def test_git_state_outside_a_repository(tmp_path, monkeypatch):
-    monkeypatch.setattr(provenance, "REPO", tmp_path)
-    st = provenance.git_state()
+    monkeypatch.setattr(gitstate, "REPO", tmp_path)
+    st = gitstate.git_state()
     assert st["commit"] is None and provenance.stale_reason({"commit": None}, ("x",)) == "no commit recorded"
 
 

@@ -81,6 +81,25 @@ def test_resume_refuses_a_checkpoint_trained_on_other_corpus_contents(corpus, tm
     assert json.loads((run / "summary.json").read_text())["completed"]
 
 
+def test_a_run_records_the_code_that_trained_it_and_each_commit_it_was_resumed_at(corpus, tmp_path, monkeypatch):
+    from geoformer import gitstate
+
+    run = tmp_path / "run"
+    Trainer(tiny_config(corpus, max_iters=20), run, progress=False, quiet=True).fit(until=7)
+    now = gitstate.git_state()
+    state = checkpoint.load(run / "ckpt.pt")
+    assert state["code"] == [now]
+    earlier = {"commit": "0" * 40, "dirty": False, "version": "0"}  # as if trained up to step 7 at another commit
+    state["code"] = [earlier]
+    checkpoint.save(run / "ckpt.pt", state)
+    Trainer(tiny_config(corpus, max_iters=20), run, resume=True, progress=False, quiet=True).fit()
+    assert json.loads((run / "summary.json").read_text())["code"] == [earlier, now]
+    # resumed again at the same commit: listed once
+    monkeypatch.setattr(gitstate, "git_state", lambda: dict(earlier))
+    t = Trainer(tiny_config(corpus, max_iters=20), run, resume=True, progress=False, quiet=True)
+    assert t.code == [earlier, now]
+
+
 class PoisonAt(Callback):
     def __init__(self, step):
         self.at = step

@@ -16,6 +16,8 @@ class ClaimContext:
     quick: bool
     quiet: bool
     configs: dict[str, str] = field(default_factory=dict)  # run label -> config hash
+    # training-run label -> the git states that trained it (summary["code"]; None: not recorded)
+    codes: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict)
     seeds: set[int] = field(default_factory=set)
 
     def shared(self, name: str) -> Path:
@@ -54,8 +56,10 @@ class ClaimContext:
         for name, v in res["variants"].items():
             for run in v["runs"]:
                 cfg_file = folder / "runs" / name / f"seed{run['seed']}" / "config.json"
+                label = f"{key}/{name}/seed{run['seed']}"
                 if cfg_file.is_file():
-                    self.record(f"{key}/{name}/seed{run['seed']}", C.load_json(cfg_file))
+                    self.record(label, C.load_json(cfg_file))
+                self.codes[label] = (run.get("summary") or {}).get("code")
                 self.seeds.add(int(run["seed"]))
         res["folder"] = str(folder)
         return res
@@ -72,8 +76,25 @@ class ClaimContext:
         run = train_or_reuse(cfg, folder, resume=True, quiet=self.quiet, desc=label)
         saved = folder / "config.json"  # what the trainer ran (vocab_size filled in from the data)
         self.record(label, C.load_json(saved) if saved.is_file() else cfg)
+        self.codes[label] = (run.get("summary") or {}).get("code")
         self.seeds.add(int(cfg.seed))
         return run
+
+
+def trained_at(codes: dict[str, list[dict[str, Any]] | None]) -> dict[str, Any]:
+    """What trained a row's runs: ``{"runs": n, "commits": [{"commit", "dirty", "runs"}], "unrecorded": k}``,
+    one entry per distinct git state (a run resumed across commits counts under each)."""
+    counts: dict[tuple, int] = {}
+    unrecorded = 0
+    for states in codes.values():
+        if not states:
+            unrecorded += 1
+            continue
+        for st in states:
+            k = (st.get("commit"), bool(st.get("dirty")))
+            counts[k] = counts.get(k, 0) + 1
+    commits = [{"commit": c, "dirty": d, "runs": n} for (c, d), n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    return {"runs": len(codes), "commits": commits, "unrecorded": unrecorded}
 
 
 def finals(res: dict[str, Any], metric: str = "final_val_loss") -> dict[str, dict[int, float]]:

@@ -15,8 +15,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from geoformer import gitstate
 from geoformer.claims import provenance
-from geoformer.claims.context import ClaimContext
+from geoformer.claims.context import ClaimContext, trained_at
 from geoformer.claims.fingerprint import row_fingerprint
 from geoformer.claims.registry import LEDGER, Row, all_rows, module_of, untestable
 from geoformer.claims.rules import OUTCOMES, SINGLE, Decision, Looks, sequential
@@ -39,7 +40,7 @@ def measure_row(row: Row, *, out: Path, quick: bool, quiet: bool, max_seeds: int
     ctx = ClaimContext(out=out / "experiments" / row.id, quick=quick, quiet=quiet)
     ctx.out.mkdir(parents=True, exist_ok=True)
     looks = row.looks if row.looks.at == SINGLE.at else (QUICK_LOOKS if quick else row.looks.capped(max_seeds))
-    git = provenance.git_state()
+    git = gitstate.git_state()
     t0 = time.perf_counter()
     data: dict[str, Any] = {}
     try:
@@ -74,6 +75,7 @@ def measure_row(row: Row, *, out: Path, quick: bool, quiet: bool, max_seeds: int
             "level": looks.level,
             "seeds": sorted(ctx.seeds),
             "configs": dict(sorted(ctx.configs.items())),
+            **({"trained_at": trained_at(ctx.codes)} if ctx.codes else {}),
             "machine": provenance.machine(),
             "seconds": round(time.perf_counter() - t0, 1),
             "fingerprint": row_fingerprint(row),
@@ -90,7 +92,7 @@ def write_ledger(out: Path, rows: dict[str, dict[str, Any]], command: str) -> li
     from geoformer.claims import plot
 
     ordered = _ordered(rows)
-    meta = {"command": command, "written": provenance.now(), "head": provenance.git_state()}
+    meta = {"command": command, "written": provenance.now(), "head": gitstate.git_state()}
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write_json(out / "claims.json", {"meta": meta, "claims": ordered})
     has_plot = plot.forest_plot(ordered, out / "forest.png")
@@ -232,6 +234,11 @@ def _md(s: Any) -> str:
 def _prov_cells(r: dict[str, Any]) -> tuple[str, str, str]:
     p = r.get("provenance") or {}
     commit = (p.get("commit") or "?")[:8] + ("+dirty" if p.get("dirty") else "")
+    runs = p.get("trained_at") or {}
+    other = [gitstate.label(c) for c in runs.get("commits", []) if c.get("commit") != p.get("commit") or c.get("dirty")]
+    if other or runs.get("unrecorded"):
+        also = other + ([f"{runs['unrecorded']} unrecorded"] if runs.get("unrecorded") else [])
+        commit += f" (runs reused from {', '.join(also)})"
     n = p.get("n")
     return (str(n) if n else "-"), commit, (p.get("date") or "?") + (" (quick)" if p.get("mode") == "quick" else "")
 
@@ -254,7 +261,8 @@ def render_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], plot: bool
         "",
         f"Written by `{meta['command']}` on {meta['written']} (code at {(head.get('commit') or '?')[:10]}"
         f"{', modified' if head.get('dirty') else ''}). Every row carries its own provenance: the commit it was "
-        "measured at, n (seeds), date; `geoformer claims --stale DIR` lists rows whose code changed since.",
+        "measured at (and, where it reused training runs trained earlier, the commits those were trained at), "
+        "n (seeds), date; `geoformer claims --stale DIR` lists rows whose code changed since either.",
         "",
         "Each row quotes a claim of one of five public write-ups, or of a public system the library is measured "
         "against (the arena rows: nanoGPT, modded-nanogpt, CompressARC), names the experiment that tests it here, "

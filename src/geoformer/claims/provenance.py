@@ -17,30 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import geoformer
-
-# the checkout holding this package (src/geoformer -> the repository root), if it is one
-REPO = Path(geoformer.__file__).resolve().parents[2]
-RUN_PATHS = ("src", "configs", "pyproject.toml")
-
-
-def _git(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=60)
-
-
-def git_state() -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool}``; dirty = a tracked file under ``src/``, ``configs/`` or
-    ``pyproject.toml`` (what the experiments run) differs from the commit, or an untracked, not ignored
-    file exists there."""
-    try:
-        head = _git("rev-parse", "HEAD")
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None, "version": geoformer.__version__}
-    if head.returncode != 0:
-        return {"commit": None, "dirty": None, "version": geoformer.__version__}
-    status = _git("status", "--porcelain", "--", *RUN_PATHS)
-    dirty = bool(status.stdout.strip())
-    return {"commit": head.stdout.strip(), "dirty": dirty, "version": geoformer.__version__}
+from geoformer import gitstate
 
 
 @lru_cache(maxsize=1)
@@ -83,10 +60,10 @@ def changed_since(commit: str, depends: tuple[str, ...]) -> list[str] | None:
     """Files under ``depends`` that differ between ``commit`` and the working tree (committed or not);
     None if the commit is not in this repository (or git is unavailable)."""
     try:
-        if _git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        if gitstate.git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
             return None
-        res = _git("diff", "--name-only", commit, "--", *depends)
-        untracked = _git("ls-files", "--others", "--exclude-standard", "--", *depends)
+        res = gitstate.git("diff", "--name-only", commit, "--", *depends)
+        untracked = gitstate.git("ls-files", "--others", "--exclude-standard", "--", *depends)
     except (OSError, subprocess.SubprocessError):
         return None
     if res.returncode != 0:
@@ -104,6 +81,35 @@ def stale_reason(prov: dict[str, Any] | None, depends: tuple[str, ...]) -> str |
     if changed is None:
         return f"commit {prov['commit'][:10]} is not in this repository"
     if changed:
-        more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
-        return f"changed since {prov['commit'][:10]}: {', '.join(changed[:3])}{more}"
+        return f"changed since {prov['commit'][:10]}: {_files(changed)}"
+    return _runs_stale_reason(prov, depends)
+
+
+def _files(changed: list[str]) -> str:
+    more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+    return ", ".join(changed[:3]) + more
+
+
+def _runs_stale_reason(prov: dict[str, Any], depends: tuple[str, ...]) -> str | None:
+    """Why the training runs a row reused (``prov["trained_at"]``, see ``context.trained_at``) no longer
+    describe the code, or None: each was trained at the row's commit or at one where no file in ``depends``
+    differs from now."""
+    runs = prov.get("trained_at")
+    if not runs:
+        return None
+    if runs.get("unrecorded"):
+        return f"{runs['unrecorded']} of its {runs.get('runs', '?')} runs record no commit (trained before runs recorded one)"
+    for c in runs.get("commits", []):
+        n = c.get("runs", "?")
+        if not c.get("commit"):
+            return f"{n} of its runs were trained outside a git checkout"
+        if c.get("dirty"):
+            return f"{n} of its runs were trained on a modified tree at {c['commit'][:10]}"
+        if c["commit"] == prov.get("commit"):
+            continue
+        changed = changed_since(c["commit"], depends)
+        if changed is None:
+            return f"{n} of its runs were trained at {c['commit'][:10]}, a commit this repository does not have"
+        if changed:
+            return f"{n} of its runs were trained at {c['commit'][:10]}; changed since: {_files(changed)}"
     return None

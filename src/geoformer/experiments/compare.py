@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from geoformer import config as C
+from geoformer import gitstate
 from geoformer.data.prepare import data_key
 from geoformer.errors import GeoformerError, TrainingDiverged
 from geoformer.train import checkpoint
@@ -134,7 +135,10 @@ def train_or_reuse(
         return _read_run(run_dir)
     except TrainingDiverged as e:
         return {
-            "summary": {"final_val_loss": math.nan, "best_val_loss": math.nan, "diverged": str(e)},
+            "summary": {
+                "final_val_loss": math.nan, "best_val_loss": math.nan, "diverged": str(e),
+                "code": [gitstate.git_state()],  # trained just now (a diverged run is retrained on resume)
+            },
             "metrics": [],
         }
 

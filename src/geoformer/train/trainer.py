@@ -26,6 +26,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from geoformer import data as gdata
+from geoformer import gitstate
 from geoformer.config import RunConfig
 from geoformer.cpuload import BackgroundLoad
 from geoformer.errors import GeoformerError, TrainingDiverged
@@ -189,6 +190,8 @@ class Trainer:
         self.best_val = math.inf
         self.wall_offset = 0.0
         self.history: list[dict[str, Any]] = []
+        # the code this run was trained with: one git state, or (resumed at another commit) each in order
+        self.code: list[dict[str, Any]] = [gitstate.git_state()]
         if resume:
             if self.out_dir is None:
                 raise GeoformerError("resume needs an output folder")
@@ -254,6 +257,7 @@ class Trainer:
             "batch_gen": self.batch_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "data_key": self.data.key or None,
+            "code": self.code,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "history": self.history,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
@@ -341,6 +345,9 @@ class Trainer:
         self.wall_offset = float(state.get("wall_s", 0.0))
         self.train_s = float(state.get("train_s", state.get("wall_s", 0.0)))
         self.history = list(state.get("history", []))
+        earlier = [c for c in state.get("code") or [] if isinstance(c, dict)]
+        self.code = earlier + [c for c in self.code if (c.get("commit"), c.get("dirty")) not in
+                               {(e.get("commit"), e.get("dirty")) for e in earlier}]
 
     # ------------------------------------------------------------------ output files
     def _write_metrics_file(self) -> None:
@@ -517,6 +524,9 @@ class Trainer:
             # the token data's cache key (corpus contents, tokenizer, split): a resumed comparison retrains a
             # run whose corpus changed since (config.json alone cannot tell, data.source names a folder)
             "data_key": self.data.key or None,
+            # the git state(s) of the code that trained it (gitstate.git_state; more than one if resumed at
+            # another commit): the claims ledger checks a reused run's commit, not only the ledger's own
+            "code": self.code,
             "completed": self.step >= t.max_iters,
         }
         if self.device.type == "cuda":
