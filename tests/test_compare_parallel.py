@@ -34,7 +34,7 @@ def _losses(res):
             for r in v["runs"]}  # fmt: skip
 
 
-def test_parallel_runs_equal_the_serial_ones_bit_for_bit(tmp_path, corpus, capsys):
+def test_parallel_runs_equal_the_serial_ones_bit_for_bit(tmp_path, corpus, capsys, monkeypatch):
     cfg = tmp_path / "c.toml"
     cfg.write_text(TOML, encoding="utf-8")
     serial = _compare(cfg, corpus, tmp_path / "serial", 1)
@@ -44,8 +44,21 @@ def test_parallel_runs_equal_the_serial_ones_bit_for_bit(tmp_path, corpus, capsy
     assert sorted(saved["variants"]) == ["local", "sdpa"] and (tmp_path / "par" / "report.md").is_file()
     # --resume after a parallel sweep trains nothing; an existing comparison without --resume/--force is refused
     stamp = (tmp_path / "par" / "runs" / "local" / "seed1" / "summary.json").stat().st_mtime_ns
+    from geoformer.experiments import compare
+    from geoformer.experiments import parallel as P
+
+    hashed, trained = [], []
+    real_key = compare.data_key
+    monkeypatch.setattr(compare, "data_key", lambda d: hashed.append(d) or real_key(d))
+    monkeypatch.setattr(P, "train_runs", lambda runs, n, **kw: trained.append([str(d) for _, d in runs]))
     _compare(cfg, corpus, tmp_path / "par", 2, resume=True)
     assert (tmp_path / "par" / "runs" / "local" / "seed1" / "summary.json").stat().st_mtime_ns == stamp
+    # reuse is decided in the parent, the corpus hashed once per call (not once per run), no worker started
+    assert trained == [] and len(hashed) == 2  # once to pick the runs to train, once to assemble the results
+    (tmp_path / "par" / "runs" / "sdpa" / "seed0" / "summary.json").unlink()
+    _compare(cfg, corpus, tmp_path / "par", 2, resume=True)  # (the fake workers train nothing: assembling does)
+    assert trained == [[str(tmp_path / "par" / "runs" / "sdpa" / "seed0")]]  # the workers get the missing run alone
+    monkeypatch.undo()
     with pytest.raises(GeoformerError, match="already holds a comparison"):
         _compare(cfg, corpus, tmp_path / "par", 2)
 

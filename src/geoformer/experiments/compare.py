@@ -12,6 +12,7 @@ import os
 import platform
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,13 @@ def _tokens(cfg: C.RunConfig) -> int:
     return t.max_iters * t.batch_size * t.grad_accum * cfg.model.block_size
 
 
-def _read_run(run_dir: Path, cfg: C.RunConfig | None = None) -> dict[str, Any] | None:
+def _read_run(
+    run_dir: Path, cfg: C.RunConfig | None = None, keys: dict[str, str] | None = None
+) -> dict[str, Any] | None:
     """A completed run's summary and metrics; None if it is missing, unfinished, or (given ``cfg``) was
     trained with a different configuration or on a corpus whose contents changed since (a stale run is never
-    reused on resume)."""
+    reused on resume). ``keys`` memoises the corpus hash per data config across the runs of one comparison
+    (the corpus is read once per call of :func:`run_compare`, not once per run)."""
     summary = run_dir / "summary.json"
     if not summary.is_file():
         return None
@@ -114,11 +118,20 @@ def _read_run(run_dir: Path, cfg: C.RunConfig | None = None) -> dict[str, Any] |
     except (OSError, ValueError, GeoformerError) as e:  # damaged: never reused, trained again with a line
         print(f"{run_dir}: finished run is damaged ({str(e).splitlines()[0][:80]}); training it again", flush=True)
         return None
-    if cfg is not None and s.get("data_key") and s["data_key"] != data_key(cfg.data):
+    if cfg is not None and s.get("data_key") and s["data_key"] != _data_key(cfg, keys):
         # same config, other corpus: data.source names a folder or file whose contents changed since
         print(f"{run_dir}: the corpus {cfg.data.source} changed since this run; training it again", flush=True)
         return None
     return {"summary": s, "metrics": metrics}
+
+
+def _data_key(cfg: C.RunConfig, keys: dict[str, str] | None) -> str:
+    if keys is None:
+        return data_key(cfg.data)
+    k = C.json.dumps(asdict(cfg.data), sort_keys=True, default=str)
+    if k not in keys:
+        keys[k] = data_key(cfg.data)
+    return keys[k]
 
 
 def train_or_reuse(
@@ -208,13 +221,14 @@ def _run(out, preset, config, baseline, seed_list, configs, spec, resume, quiet,
     }
     # seed-major (every variant's first seed, then the second, ...) so load drift hits all variants alike
     jobs = [(name, cfgs[i]) for i in range(len(seed_list)) for name, cfgs in configs.items()]
+    keys: dict[str, str] = {}  # data config -> corpus key, for the resume check of every run
     from tqdm.auto import tqdm
 
     bar = tqdm(jobs, desc="compare", disable=quiet, dynamic_ncols=True)
     for name, cfg in bar:
         bar.set_description(f"compare: {name} seed {cfg.seed}")
         run_dir = out / "runs" / name / f"seed{cfg.seed}"
-        run = _read_run(run_dir, cfg) if resume else None
+        run = _read_run(run_dir, cfg, keys) if resume else None
         if run is None:
             run = train_or_reuse(cfg, run_dir, resume=False, quiet=quiet, desc=f"{name}/seed{cfg.seed}")
             if quiet:

@@ -143,8 +143,13 @@ def run_compare_parallel(
             for i in range(len(seed_list)) for name, cfgs in configs.items()]  # fmt: skip
     resume, quiet = bool(kw.get("resume")), bool(kw.get("quiet"))
     with run_lock(out, "comparison"):  # held across both phases (re-entrant in this process)
-        if launcher == "processes":
-            train_runs(runs, min(jobs, len(runs)), resume=resume, quiet=quiet)
+        if resume:  # which runs can be reused is decided here, once (the corpus hashed once, not per worker)
+            keys: dict[str, str] = {}
+            runs = [(cfg, d) for cfg, d in runs if compare._read_run(d, cfg, keys) is None]
+        if not runs:
+            pass
+        elif launcher == "processes":
+            train_runs(runs, min(jobs, len(runs)), resume=False, quiet=quiet)
         else:
-            submit_runs(runs, jobs, out / "jobs", cluster=launcher, resume=resume, quiet=quiet, opts=launcher_opts)
+            submit_runs(runs, jobs, out / "jobs", cluster=launcher, resume=False, quiet=quiet, opts=launcher_opts)
         return compare.run_compare(**{**kw, "resume": True, "force": False})
