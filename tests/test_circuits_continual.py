@@ -31,6 +31,15 @@ def test_continual_all_methods_tiny(tmp_path):
         tmp_path, seeds=1, lr_mults=(10.0,), methods=("naive",), quiet=True, sets=TINY, resume=True
     )
     assert len(res2["rows"]) == len(rows) + 1
+    # every row records the code that trained its model A (cached) and its phase B: here both now, so one entry
+    from geoformer import gitstate
+
+    now = gitstate.git_state()
+    assert all(r["code"] == [now] for r in res2["rows"])
+    assert CL.model_a_code(tmp_path / "seed0") == [now]
+    (tmp_path / "seed0" / "model_a.code.json").unlink()  # a model A cached before codes were recorded
+    res3 = CL.run_continual(tmp_path, seeds=1, lr_mults=(10.0,), methods=("ewc",), quiet=True, sets=TINY, resume=True)
+    assert [r["code"] for r in res3["rows"] if r["method"] == "ewc" and r["lr_b"] > 0.005] == [None]
     table = (tmp_path / "continual.md").read_text()
     assert "| 0.01 | naive |" in table and "| 0.001 | canary |" in table and "overhead" in table
 

@@ -151,4 +151,7 @@ def test_circuits_retrain_a_truncated_cached_model(tmp_path, capsys):
     (out / "ckpt.pt").write_bytes(blob[: len(blob) // 2])
     _, res = CL.train_all(tiny, 0, out, quiet=False)
     assert "unreadable" in capsys.readouterr().out and res["steps"] >= 6
+    from geoformer import gitstate
+
+    assert res["code"] == [gitstate.git_state()]  # the code that trained it
     assert torch.load(out / "ckpt.pt", weights_only=True)["done"]

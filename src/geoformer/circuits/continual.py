@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from geoformer import gitstate
 from geoformer.circuits import attribution as attr
 from geoformer.circuits.canaries import (
     SUITES,
@@ -260,9 +261,12 @@ def _train_all(
         if blob.get("done"):
             return model, blob["result"]
         t_prev, steps_prev = blob["result"].get("train_s", 0.0), cfg.steps
+        code = [c for c in blob["result"].get("code") or [] if isinstance(c, dict)]
     else:
         model = build_model(cfg, seed)
-        t_prev, steps_prev = 0.0, 0
+        t_prev, steps_prev, code = 0.0, 0, []
+    now = gitstate.git_state()
+    code += [now] if now not in code else []
     t0 = time.perf_counter()
     if blob is None:
         train_suites(model, SUITES, steps=cfg.steps, lr=cfg.lr, seed=seed, cfg=cfg, log_every=500,
@@ -289,6 +293,7 @@ def _train_all(
         "test_acc": score_all(model, suites(cfg, SUITES, "test", seed)),
         "train_acc": score_all(model, suites(cfg, SUITES, "train", seed, n=cfg.n_test)),
         "params": model.num_params(),
+        "code": code,  # the git state(s) that trained it (two if phase 2 continued a checkpoint elsewhere)
     }
     if path is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -697,7 +702,17 @@ def train_a(cfg: CircuitsConfig, seed: int, cache: Path | None, quiet: bool) -> 
         torch.save(model.state_dict(), tmp)
         tmp.replace(cache / "model_a.pt")
         _save(cfg_file, _jsonable(asdict(cfg)))
+        _save(cache / "model_a.code.json", [gitstate.git_state()])
     return model
+
+
+def model_a_code(cache: Path) -> list[dict] | None:
+    """The git state(s) that trained the cached model A in ``cache`` (None if not recorded)."""
+    try:
+        code = json.loads((cache / "model_a.code.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return code if isinstance(code, list) and all(isinstance(c, dict) for c in code) else None
 
 
 def run_continual(
@@ -753,8 +768,11 @@ def run_continual(
         with run_lock(out / f"seed{s}", "circuits continual seed"):  # one writer of the cached A model
             model_a = train_a(cfg, s, out / f"seed{s}", quiet)
         r = phase_b(model_a, m, replace(cfg, **over), s, lr_b=lr, quiet=quiet)
+        now, code_a = gitstate.git_state(), model_a_code(out / f"seed{s}")
+        # the code that trained model A (cached, possibly at an earlier commit) and phase B; None: A unrecorded
+        code = None if code_a is None else code_a + ([now] if now not in code_a else [])
         row = asdict(r) | {"a_before": r.a_before, "a_after": r.a_after, "b_after": r.b_after,
-                           "forgetting": r.a_before - r.a_after, "knobs": _jsonable(over)}  # fmt: skip
+                           "forgetting": r.a_before - r.a_after, "knobs": _jsonable(over), "code": code}  # fmt: skip
         rows = _merge_rows(path, cfg, [row])
         if not quiet:
             tqdm.write(f"seed {s} {m} lr {lr:g}: A {r.a_before:.3f} -> {r.a_after:.3f}, B {r.b_after:.3f}, "

@@ -62,6 +62,7 @@ def _continual(ctx: ClaimContext, n: int) -> dict[str, Any]:
         if r["seed"] >= n:
             continue
         key = f"{r['method']}@{'high' if r['lr_b'] > cfg.lr_b else 'base'}"
+        ctx.codes[f"circuits continual/seed{r['seed']}/{key}"] = r.get("code")
         col = table.setdefault(key, {"forgetting": [math.nan] * n, "b_after": [math.nan] * n, "rollbacks": [math.nan] * n,
                                      "stalled": [math.nan] * n})  # fmt: skip
         col["forgetting"][r["seed"]] = 100 * r["forgetting"]
@@ -274,6 +275,7 @@ def _suite_models(ctx: ClaimContext, n: int):
             break
         model, res = train_all(cfg, s, root / f"seed{s}", ctx.quiet)
         ctx.seeds.add(s)
+        ctx.codes[f"circuits models/seed{s}"] = res.get("code")
         (good if min(res["test_acc"].values()) >= threshold else skipped).append((s, model, res))
     return cfg, good, [(s, r["test_acc"]) for s, _, r in skipped]
 
