@@ -65,6 +65,29 @@ def test_attention_bench_memory_always_includes_sdpa(tmp_path):
     assert naive["peak_mb"] > sdpa["peak_mb"] and math.isfinite(naive["ratio_mem_vs_sdpa"])
 
 
+def test_forked_memory_child_measures_what_a_fresh_interpreter_does(monkeypatch):
+    """The forkserver child (torch preloaded) and ``python -m _measure_memory`` give the same peak: here at
+    least naive's (B, H, T, T) float32 scores (4 MiB) and within 1 MiB + 10% of each other; a bad case is an
+    error, a case past its time limit is killed."""
+    from geoformer.bench import _measure_memory as M
+
+    if M.forkserver() is None:
+        pytest.skip("no forkserver on this platform")
+    s = A.AttentionBenchSettings(seqs=[512], kinds=["naive"], batch=2, embd=16, heads=2, repeats=1, warmup=0)
+    spec = A.case_spec(s, "naive", 512)
+    forked, err = A.cpu_peak_mb(spec)
+    assert err is None
+    monkeypatch.setenv("GEOFORMER_MEMORY_EXEC", "1")
+    fresh, err = A.cpu_peak_mb(spec)
+    assert err is None
+    scores = 2 * 2 * 512 * 512 * 4 / 2**20
+    assert min(forked, fresh) >= scores and abs(forked - fresh) <= 1 + 0.1 * fresh
+    monkeypatch.delenv("GEOFORMER_MEMORY_EXEC")
+    peak, err = A.cpu_peak_mb({**spec, "kind": "no_such_kind"})
+    assert peak is None and err.startswith("memory: ") and "no_such_kind" in err
+    assert M.measure_forked(spec, 0.0) == {"error": "timed out after 0 s"}
+
+
 def test_attention_failure_is_a_row_not_a_crash(monkeypatch):
     real = A.fwd_bwd
 

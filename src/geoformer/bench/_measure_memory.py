@@ -1,8 +1,10 @@
 """Peak CPU memory of one attention forward+backward, measured in a fresh process.
 
-Run by :func:`geoformer.bench.attention.cpu_peak_mb` as
-``python -m geoformer.bench._measure_memory '<json spec>'``; prints one JSON line,
-``{"peak_mb": ...}`` or ``{"error": "..."}``.
+Run by :func:`geoformer.bench.attention.cpu_peak_mb` through :func:`measure_forked`: each case in a child
+forked from a forkserver that has torch and the benchmark imported (a fresh ``python -m`` per case spent about
+2 s of its time importing torch, 70 of the default benchmark's 122 s). Where no forkserver exists, or
+``GEOFORMER_MEMORY_EXEC=1``, ``python -m geoformer.bench._measure_memory '<json spec>'`` does the same and prints
+one JSON line, ``{"peak_mb": ...}`` or ``{"error": "..."}``.
 
 The peak is the resident-set high-water mark above a baseline taken after importing torch, building the
 module and the input, and one warm-up call at a tiny length (lazy kernel and allocator set-up). On Linux
@@ -14,10 +16,23 @@ fallback (valid when the parent's peak is below the child's baseline).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import multiprocessing as mp
 import resource
 import sys
 from pathlib import Path
+from typing import Any
+
+import torch
+
+from geoformer.bench.cases import build_case, fwd_bwd, zero_grads
+
+# glibc's M_MMAP_THRESHOLD: a fixed threshold returns large freed blocks to the OS, so the warm-up cannot
+# pre-pay the peak (the exec path sets it through the MALLOC_MMAP_THRESHOLD_ variable instead)
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -48,10 +63,6 @@ def peak_mib(precise: bool) -> float:
 
 def measure(spec: dict) -> dict:
     """Build the case in ``spec`` (see :func:`geoformer.bench.attention.case_spec`) and measure its peak."""
-    import torch
-
-    from geoformer.bench.attention import build_case, fwd_bwd, zero_grads
-
     torch.set_num_threads(int(spec["threads"]))
     module, x = build_case(spec, torch.device("cpu"))
     small = x[:, : min(8, x.size(1))].detach().requires_grad_()
@@ -68,13 +79,72 @@ def measure(spec: dict) -> dict:
     }
 
 
+def error_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _set_mmap_threshold() -> None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc: its allocator's defaults
+        pass
+
+
+def _child(spec: dict, conn) -> None:
+    _set_mmap_threshold()
+    try:
+        result = measure(spec)
+    except Exception as e:  # noqa: BLE001 - any failure is a result to record, not a crash
+        result = {"error": error_text(e)}
+    conn.send(result)
+    conn.close()
+
+
+_CONTEXT: list[Any] = []
+
+
+def forkserver() -> Any | None:
+    """The forkserver context (torch and the benchmark preloaded), or None where there is none."""
+    if not _CONTEXT:
+        if "forkserver" not in mp.get_all_start_methods():
+            _CONTEXT.append(None)
+        else:
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(["torch", "geoformer.bench.cases", __name__])
+            _CONTEXT.append(ctx)
+    return _CONTEXT[0]
+
+
+def measure_forked(spec: dict, timeout_s: float) -> dict:
+    """:func:`measure` in a child of the forkserver: ``{"peak_mb", ...}``, or ``{"error": ...}`` (the case
+    failed, the child died, or it ran past ``timeout_s`` and was killed)."""
+    ctx = forkserver()
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(spec, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(timeout_s):
+            return {"error": f"timed out after {timeout_s:g} s"}
+        return recv.recv()
+    except (EOFError, OSError):
+        proc.join(5)
+        return {"error": f"the measuring process died (exit status {proc.exitcode})"}
+    finally:
+        recv.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         result = measure(json.loads(argv[0]))
         code = 0
     except Exception as e:  # noqa: BLE001 - any failure is a result to record, not a crash
-        result, code = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}, 1
+        result, code = {"error": error_text(e)}, 1
     print(json.dumps(result), flush=True)
     return code
 

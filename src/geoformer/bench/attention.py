@@ -29,6 +29,7 @@ import torch
 
 import geoformer
 from geoformer import attention
+from geoformer.bench import _measure_memory
 from geoformer.bench._common import (
     BackgroundLoad,
     fmt,
@@ -41,16 +42,11 @@ from geoformer.bench._common import (
     sync,
     write_json,
 )
+from geoformer.bench.cases import DTYPES, build_case, fwd_bwd, zero_grads
 from geoformer.config import parse_value
 from geoformer.errors import GeoformerError
 
 BASELINE = "sdpa"
-DTYPES = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-    "float64": torch.float64,
-}
 MEMORY_TIMEOUT_S = 900
 
 
@@ -161,37 +157,6 @@ def case_spec(s: AttentionBenchSettings, kind: str, seq: int) -> dict[str, Any]:
     }
 
 
-def build_case(spec: dict[str, Any], device: torch.device) -> tuple[torch.nn.Module, torch.Tensor]:
-    """The attention module (train mode, no dropout) and an input ``x`` (B, T, C) that requires grad."""
-    dtype = DTYPES[spec["dtype"]]
-    torch.manual_seed(spec["seed"])
-    module = (
-        attention.build(
-            spec["kind"],
-            spec["embd"],
-            spec["heads"],
-            dropout=0.0,
-            bias=False,
-            block_size=spec["seq"],
-            options=spec["options"],
-        )
-        .to(device=device, dtype=dtype)
-        .train()
-    )
-    x = torch.randn(spec["batch"], spec["seq"], spec["embd"], device=device, dtype=dtype, requires_grad=True)
-    return module, x
-
-
-def fwd_bwd(module: torch.nn.Module, x: torch.Tensor) -> None:
-    """The measured unit of work."""
-    module(x).sum().backward()
-
-
-def zero_grads(module: torch.nn.Module, x: torch.Tensor) -> None:
-    module.zero_grad(set_to_none=True)
-    x.grad = None
-
-
 def time_call(module: torch.nn.Module, x: torch.Tensor, device: torch.device) -> float:
     """Milliseconds of one forward+backward call."""
     zero_grads(module, x)
@@ -298,12 +263,24 @@ def _error_text(e: BaseException) -> str:
 
 
 def cpu_peak_mb(spec: dict[str, Any]) -> tuple[float | None, str | None]:
+    """``(peak_mb, None)`` measured in a fresh process (a forkserver child, see
+    :mod:`geoformer.bench._measure_memory`), or ``(None, error)``."""
+    M = _measure_memory
+    if M.forkserver() is not None and os.environ.get("GEOFORMER_MEMORY_EXEC") != "1":
+        result = M.measure_forked(spec, MEMORY_TIMEOUT_S)
+        if "error" in result:
+            return None, f"memory: {result['error']}"
+        return float(result["peak_mb"]), None
+    return _exec_peak_mb(spec)
+
+
+def _exec_peak_mb(spec: dict[str, Any]) -> tuple[float | None, str | None]:
     """``(peak_mb, None)`` from a fresh ``python -m geoformer.bench._measure_memory``, or ``(None, error)``."""
     env = dict(os.environ)
     src = str(Path(geoformer.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     # a fixed mmap threshold returns large freed blocks to the OS, so the warm-up cannot pre-pay the peak
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")  # _measure_memory.MMAP_THRESHOLD
     cmd = [sys.executable, "-m", "geoformer.bench._measure_memory", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=MEMORY_TIMEOUT_S)

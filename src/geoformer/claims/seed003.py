@@ -322,7 +322,8 @@ register(
             R.INCONCLUSIVE: {"tiled_exponent": 1.3, "control_exponent": 1.95, "peak_mb": {"tiled": {}, "naive": {}}},
         },
         looks=R.SINGLE,
-        depends=(*KINDS, "src/geoformer/bench/attention.py", "src/geoformer/bench/_measure_memory.py"),
+        depends=(*KINDS, "src/geoformer/bench/attention.py", "src/geoformer/bench/cases.py",
+                 "src/geoformer/bench/_measure_memory.py"),
         kind="measurement",
     )
 )
@@ -505,7 +506,8 @@ SPEED_T = 4096
 
 
 def _measure_cpu_speed(ctx: ClaimContext, n: int) -> dict[str, Any]:
-    from geoformer.bench.attention import build_case, time_round_robin
+    from geoformer.bench.attention import time_round_robin
+    from geoformer.bench.cases import build_case
 
     T = 1024 if ctx.quick else SPEED_T
     spec = {"seq": T, "batch": 1, "embd": 512, "heads": 8, "dtype": "float32", "seed": 0}
@@ -555,7 +557,7 @@ register(
             R.INCONCLUSIVE: {"log_speedup": [1.2, 1.25, 1.22], "memory_ratio": math.nan},
         },
         looks=R.SINGLE,
-        depends=(*KINDS, "src/geoformer/bench/attention.py"),
+        depends=(*KINDS, "src/geoformer/bench/attention.py", "src/geoformer/bench/cases.py"),
         kind="measurement",
     )
 )
