@@ -40,6 +40,13 @@ def git_state() -> dict[str, Any]:
     return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip()), "version": geoformer.__version__}
 
 
+def extended(states: list[dict[str, Any]], state: dict[str, Any]) -> list[dict[str, Any]]:
+    """``states`` (the git states that trained a run so far, in order) with ``state`` appended unless one with
+    its commit and dirty flag is already there."""
+    known = {(s.get("commit"), s.get("dirty")) for s in states}
+    return [*states, state] if (state.get("commit"), state.get("dirty")) not in known else list(states)
+
+
 def label(state: dict[str, Any] | None) -> str:
     """``"1a2b3c4d"``, ``"1a2b3c4d+dirty"`` or ``"?"`` (no commit recorded)."""
     if not state or not state.get("commit"):

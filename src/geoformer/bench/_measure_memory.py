@@ -22,6 +22,7 @@ import json
 import multiprocessing as mp
 import resource
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -101,19 +102,14 @@ def _child(spec: dict, conn) -> None:
     conn.close()
 
 
-_CONTEXT: list[Any] = []
-
-
+@lru_cache(maxsize=1)
 def forkserver() -> Any | None:
     """The forkserver context (torch and the benchmark preloaded), or None where there is none."""
-    if not _CONTEXT:
-        if "forkserver" not in mp.get_all_start_methods():
-            _CONTEXT.append(None)
-        else:
-            ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["torch", "geoformer.bench.cases", __name__])
-            _CONTEXT.append(ctx)
-    return _CONTEXT[0]
+    if "forkserver" not in mp.get_all_start_methods():
+        return None
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "geoformer.bench.cases", __name__])
+    return ctx
 
 
 def measure_forked(spec: dict, timeout_s: float) -> dict:

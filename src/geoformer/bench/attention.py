@@ -265,9 +265,8 @@ def _error_text(e: BaseException) -> str:
 def cpu_peak_mb(spec: dict[str, Any]) -> tuple[float | None, str | None]:
     """``(peak_mb, None)`` measured in a fresh process (a forkserver child, see
     :mod:`geoformer.bench._measure_memory`), or ``(None, error)``."""
-    M = _measure_memory
-    if M.forkserver() is not None and os.environ.get("GEOFORMER_MEMORY_EXEC") != "1":
-        result = M.measure_forked(spec, MEMORY_TIMEOUT_S)
+    if _measure_memory.forkserver() is not None and os.environ.get("GEOFORMER_MEMORY_EXEC") != "1":
+        result = _measure_memory.measure_forked(spec, MEMORY_TIMEOUT_S)
         if "error" in result:
             return None, f"memory: {result['error']}"
         return float(result["peak_mb"]), None
@@ -280,7 +279,7 @@ def _exec_peak_mb(spec: dict[str, Any]) -> tuple[float | None, str | None]:
     src = str(Path(geoformer.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     # a fixed mmap threshold returns large freed blocks to the OS, so the warm-up cannot pre-pay the peak
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")  # _measure_memory.MMAP_THRESHOLD
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(_measure_memory.MMAP_THRESHOLD))
     cmd = [sys.executable, "-m", "geoformer.bench._measure_memory", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=MEMORY_TIMEOUT_S)

@@ -265,8 +265,7 @@ def _train_all(
     else:
         model = build_model(cfg, seed)
         t_prev, steps_prev, code = 0.0, 0, []
-    now = gitstate.git_state()
-    code += [now] if now not in code else []
+    code = gitstate.extended(code, gitstate.git_state())
     t0 = time.perf_counter()
     if blob is None:
         train_suites(model, SUITES, steps=cfg.steps, lr=cfg.lr, seed=seed, cfg=cfg, log_every=500,
@@ -768,9 +767,9 @@ def run_continual(
         with run_lock(out / f"seed{s}", "circuits continual seed"):  # one writer of the cached A model
             model_a = train_a(cfg, s, out / f"seed{s}", quiet)
         r = phase_b(model_a, m, replace(cfg, **over), s, lr_b=lr, quiet=quiet)
-        now, code_a = gitstate.git_state(), model_a_code(out / f"seed{s}")
+        code_a = model_a_code(out / f"seed{s}")
         # the code that trained model A (cached, possibly at an earlier commit) and phase B; None: A unrecorded
-        code = None if code_a is None else code_a + ([now] if now not in code_a else [])
+        code = None if code_a is None else gitstate.extended(code_a, gitstate.git_state())
         row = asdict(r) | {"a_before": r.a_before, "a_after": r.a_after, "b_after": r.b_after,
                            "forgetting": r.a_before - r.a_after, "knobs": _jsonable(over), "code": code}  # fmt: skip
         rows = _merge_rows(path, cfg, [row])

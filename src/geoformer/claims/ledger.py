@@ -233,7 +233,7 @@ def _md(s: Any) -> str:
 
 def _prov_cells(r: dict[str, Any]) -> tuple[str, str, str]:
     p = r.get("provenance") or {}
-    commit = (p.get("commit") or "?")[:8] + ("+dirty" if p.get("dirty") else "")
+    commit = gitstate.label(p)
     runs = p.get("trained_at") or {}
     other = [gitstate.label(c) for c in runs.get("commits", []) if c.get("commit") != p.get("commit") or c.get("dirty")]
     if other or runs.get("unrecorded"):

@@ -146,10 +146,8 @@ def run_compare_parallel(
         if resume:  # which runs can be reused is decided here, once (the corpus hashed once, not per worker)
             keys: dict[str, str] = {}
             runs = [(cfg, d) for cfg, d in runs if compare._read_run(d, cfg, keys) is None]
-        if not runs:
-            pass
-        elif launcher == "processes":
+        if runs and launcher == "processes":
             train_runs(runs, min(jobs, len(runs)), resume=False, quiet=quiet)
-        else:
+        elif runs:
             submit_runs(runs, jobs, out / "jobs", cluster=launcher, resume=False, quiet=quiet, opts=launcher_opts)
         return compare.run_compare(**{**kw, "resume": True, "force": False})

@@ -346,8 +346,7 @@ class Trainer:
         self.train_s = float(state.get("train_s", state.get("wall_s", 0.0)))
         self.history = list(state.get("history", []))
         earlier = [c for c in state.get("code") or [] if isinstance(c, dict)]
-        self.code = earlier + [c for c in self.code if (c.get("commit"), c.get("dirty")) not in
-                               {(e.get("commit"), e.get("dirty")) for e in earlier}]
+        self.code = gitstate.extended(earlier, self.code[0])
 
     # ------------------------------------------------------------------ output files
     def _write_metrics_file(self) -> None:
