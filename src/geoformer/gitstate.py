@@ -47,6 +47,11 @@ def extended(states: list[dict[str, Any]], state: dict[str, Any]) -> list[dict[s
     return [*states, state] if (state.get("commit"), state.get("dirty")) not in known else list(states)
 
 
+def states(value: Any) -> list[dict[str, Any]]:
+    """The git states recorded in a run file's ``code`` field (anything else, e.g. a damaged field: none)."""
+    return [c for c in value if isinstance(c, dict)] if isinstance(value, list) else []
+
+
 def label(state: dict[str, Any] | None) -> str:
     """``"1a2b3c4d"``, ``"1a2b3c4d+dirty"`` or ``"?"`` (no commit recorded)."""
     if not state or not state.get("commit"):

@@ -261,7 +261,7 @@ def _train_all(
         if blob.get("done"):
             return model, blob["result"]
         t_prev, steps_prev = blob["result"].get("train_s", 0.0), cfg.steps
-        code = [c for c in blob["result"].get("code") or [] if isinstance(c, dict)]
+        code = gitstate.states(blob["result"].get("code"))
     else:
         model = build_model(cfg, seed)
         t_prev, steps_prev, code = 0.0, 0, []
@@ -711,7 +711,7 @@ def model_a_code(cache: Path) -> list[dict] | None:
         code = json.loads((cache / "model_a.code.json").read_text())
     except (OSError, ValueError):
         return None
-    return code if isinstance(code, list) and all(isinstance(c, dict) for c in code) else None
+    return code if isinstance(code, list) and code == gitstate.states(code) else None
 
 
 def run_continual(

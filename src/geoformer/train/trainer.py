@@ -345,8 +345,7 @@ class Trainer:
         self.wall_offset = float(state.get("wall_s", 0.0))
         self.train_s = float(state.get("train_s", state.get("wall_s", 0.0)))
         self.history = list(state.get("history", []))
-        earlier = [c for c in state.get("code") or [] if isinstance(c, dict)]
-        self.code = gitstate.extended(earlier, self.code[0])
+        self.code = gitstate.extended(gitstate.states(state.get("code")), self.code[0])
 
     # ------------------------------------------------------------------ output files
     def _write_metrics_file(self) -> None:
