@@ -279,3 +279,42 @@ def test_spearman_equals_scipy():
         assert A.spearman(x, y) == pytest.approx(spearmanr(x.numpy(), y.numpy()).statistic, rel=0, abs=1e-12)
     assert A.spearman(torch.tensor([1.0, 2, 3]), torch.tensor([3.0, 2, 1])) == -1.0
     assert math.isnan(A.spearman(torch.ones(4), torch.arange(4.0)))  # a constant has no ranks to correlate
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_head_loss_increase_equals_an_explicit_hook_per_head_in_float64(mode):
+    """The text measure (no suite): for every (layer, head), an explicit pre-hook on c_proj that replaces that
+    head's slice by zero or by its per-position mean over the windows, then the mean cross-entropy minus the
+    clean one; the batched version agrees to 1e-12 and leaves the model in the mode it found it."""
+    m = gpt()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, vocab_size(), (6, 12), generator=g)
+    y = torch.randint(0, vocab_size(), (6, 12), generator=g)
+    m.train()
+    got = A.head_loss_increase(m, x, y, mode)
+    assert m.training and got.shape == (2, 4) and got.dtype == torch.float64
+    m.eval()
+    F = torch.nn.functional
+    with torch.no_grad():
+        clean = F.cross_entropy(m(x)[0].flatten(0, 1), y.flatten())
+        for layer in range(2):
+            seen = {}
+            h0 = m.blocks[layer].attn.c_proj.register_forward_pre_hook(lambda _m, a, seen=seen: seen.update(z=a[0].clone()))
+            m(x)
+            h0.remove()
+            mean = seen["z"].mean(0)  # (T, H * D)
+            for h in range(4):
+                cols = head_cols(layer, h)
+
+                def pre(_m, a, cols=cols, mean=mean):
+                    z = a[0].clone()
+                    z[..., cols] = 0.0 if mode == "zero" else mean[:, cols]
+                    return (z,)
+
+                hook = m.blocks[layer].attn.c_proj.register_forward_pre_hook(pre)
+                want = F.cross_entropy(m(x)[0].flatten(0, 1), y.flatten()) - clean
+                hook.remove()
+                assert abs(got[layer, h].item() - want.item()) < 1e-12, (layer, h)
+    assert got.abs().max() > 1e-4  # the heads matter: the comparison is not between zeros
+    with pytest.raises(ValueError, match="zero or mean"):
+        A.head_loss_increase(m, x, y, "resample")

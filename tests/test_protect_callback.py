@@ -310,3 +310,70 @@ def test_ewc_pulls_the_weights_towards_theta_a_and_resumes_bit_identically(texts
     rest.fit()
     for k, v in strong.raw_model.state_dict().items():
         assert torch.equal(v, rest.raw_model.state_dict()[k]), k
+
+
+@pytest.mark.parametrize(
+    ("protect", "match"),
+    [
+        ({"data": "x", "layers": "some"}, "layers must be all or circuit"),
+        ({"data": "x", "method": "replay", "layers": "circuit"}, "chooses the layers of subspace protection"),
+        ({"data": "x", "layers": "circuit", "head_threshold": 0.0}, "head_threshold must be a finite number > 0"),
+    ],
+)
+def test_bad_circuit_options_are_one_line(corpus, protect, match):
+    d = tiny_config(corpus).to_dict()
+    d["train"].update(callbacks=["protect"], protect=protect)
+    with pytest.raises(GeoformerError, match=match) as e:
+        C.build_config(d)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("head_threshold", [1e-9, 1e9])
+def test_circuit_layers_protect_only_the_heads_a_needs_and_project_exactly(texts, tmp_path, head_threshold):
+    """layers = circuit: the heads are those whose mean-ablation costs A at least head_threshold nats (all of
+    them at 1e-9, the single most costly one at 1e9); the protected rows are those heads' q/k/v rows and their
+    blocks' projections, every applied update on them is orthogonal to A's span (float64, 1e-10), and the rows
+    and blocks outside the circuit train freely."""
+    from geoformer.circuits.attribution import head_loss_increase
+
+    a_text, b_text = texts
+    a_run = _a_run(a_text, tmp_path / "a", max_iters=10, param_dtype="float64")
+    protect = {"data": str(a_text), "layers": "circuit", "head_threshold": head_threshold, "samples": 2}
+    cfg = _phase_b(a_run, b_text, protect, max_iters=8, param_dtype="float64", lr=1e-2)
+    trainer = Trainer(cfg, tmp_path / "b", progress=False, quiet=True)
+    before = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+    trainer.fit()
+    cb = trainer.callbacks[0]
+    x, y = cb.windows
+    rise = torch.tensor(cb.circuit["head_loss_increase"], dtype=torch.float64)
+    trainer.raw_model.load_state_dict(before)
+    torch.testing.assert_close(rise, head_loss_increase(trainer.raw_model, x, y), rtol=0, atol=1e-12)
+    heads = {tuple(h) for h in cb.circuit["heads"]}
+    want = {(a, b) for a in range(2) for b in range(2) if rise[a, b] >= head_threshold}
+    assert heads == (want or {divmod(int(rise.argmax()), 2)})
+    after = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["model"]
+    width, hd = 32, 16
+    protected_layers = {a for a, _ in heads}
+    for b in cb.bases:
+        if b["basis"] is None or b["param"] == "wte.weight":
+            continue
+        layer = int(b["param"].split(".")[1])
+        assert layer in protected_layers
+        d = after[b["param"]] - before[b["param"]]
+        rows = b["rows"] if b["rows"] is not None else torch.ones(d.shape[0], dtype=torch.bool)
+        if b["param"].endswith("c_attn.weight"):
+            chosen = {h for a, h in heads if a == layer}
+            want_rows = torch.zeros(3 * width, dtype=torch.bool)
+            for h in chosen:
+                for part in range(3):
+                    want_rows[part * width + h * hd : part * width + (h + 1) * hd] = True
+            assert torch.equal(rows, want_rows)
+            if (~rows).any():
+                assert d[~rows].abs().max() > 1e-4  # the other heads' rows move freely
+        assert (d[rows] @ b["basis"]).abs().max() < 1e-10
+    for layer in set(range(2)) - protected_layers:  # a block outside the circuit trains freely
+        assert not any(b["param"].startswith(f"blocks.{layer}.") for b in cb.bases if b["source"] != "norm gain")
+        w = f"blocks.{layer}.attn.c_attn.weight"
+        assert (after[w] - before[w]).abs().max() > 1e-4
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert {tuple(h) for h in s["protect_heads"]} == heads and len(s["protect_head_loss_increase"]) == 2

@@ -23,6 +23,7 @@ Measures, all per capability (suite):
   ``delta_metric ~ sum (a_new - a) * d metric / d a`` of all the above from one backward pass;
 * ``param_importance``: per element ``|theta * d metric / d theta|`` (the first-order effect of zeroing
   that element) or the squared gradient (``fisher``);
+* ``head_loss_increase``: for plain text (no suite), each head's ablation cost in next-token loss;
 * ``bridge_scores``: for each component, how many capabilities drop by more than a threshold.
 """
 
@@ -178,6 +179,48 @@ def ablate_heads(
             logits, _ = model(x)
         acc[layer], lp[layer] = _metrics(logits, suite.targets, H)
     return {"acc": acc, "logprob": lp, "clean_acc": acc0[0], "clean_logprob": lp0[0]}
+
+
+@torch.no_grad()
+def head_loss_increase(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """(L, H): the rise of the mean next-token cross-entropy on windows ``x`` -> ``y`` when each head alone is
+    ablated (``mode``: its output ``z`` set to zero, or to its per-position mean over ``x``).
+
+    The capability measure for plain text, which has no exact-match suite: a head whose ablation costs A
+    ``delta`` nats per token carries that much of A. One forward per layer over the windows repeated H times,
+    variant h editing head h, as :func:`ablate_heads`.
+    """
+    if mode not in ("zero", "mean"):
+        raise ValueError(f"ablation mode must be zero or mean, got {mode!r}")
+    was = model.training
+    model.eval()
+    L, H, _ = n_heads(model)
+    means: list[torch.Tensor] = []
+    if mode == "mean":
+        with capture(model, "z") as acts:
+            model(x)
+        means = [a.mean(0) for a in acts]
+
+    def loss(logits: torch.Tensor, v: int) -> torch.Tensor:
+        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.repeat(v, 1).flatten(), reduction="none")
+        return ce.view(v, -1).mean(1)
+
+    clean = loss(model(x)[0], 1)[0]
+    dt = _dtype(model)
+    out = torch.zeros(L, H, dtype=dt)
+    onehot = torch.eye(H, dtype=dt, device=x.device).view(H, 1, 1, H, 1)
+    xr = x.repeat(H, 1)
+    for layer in range(L):
+
+        def edit(z, layer=layer):
+            zv = z.view(H, -1, *z.shape[1:])
+            repl = 0.0 if mode == "zero" else means[layer]
+            return (zv * (1 - onehot) + onehot * repl).view_as(z)
+
+        with edit_site(model, "z", layer, edit):
+            out[layer] = (loss(model(xr)[0], H) - clean).to(dt).cpu()
+    model.train(was)
+    return out
 
 
 @torch.no_grad()

@@ -23,8 +23,11 @@ first 90% gives the protection windows and the buffer, its last 10% the held-out
 as ``protect_a_loss`` at every evaluation, so forgetting shows in ``metrics.jsonl``; the summary adds the loss
 on A at the start and end (``protect_a_forgetting`` = end - start, nats per token).
 
-Heads chosen from attribution (``layers = "circuit"`` in ``geoformer circuits continual``) need capability
-suites with exact-match tests; plain text has none, so this callback protects every block (``layers = "all"``).
+Subspace protection covers every block (``layers = "all"``) or only A's circuit (``layers = "circuit"``): the
+heads whose mean-ablation raises the next-token loss on A's protection windows by at least ``head_threshold``
+nats (:func:`~geoformer.circuits.attribution.head_loss_increase`, the text counterpart of the suites' accuracy
+drop in ``geoformer circuits continual``); their q/k/v rows, their blocks' output projection and MLP are
+projected, the other blocks train freely. The chosen heads and every head's loss increase go to the summary.
 The bases are saved with the run's checkpoint, so a resumed run projects with the bases of its start, not
 with ones recomputed from the half-trained model.
 """
@@ -58,6 +61,8 @@ class ProtectOptions:
     replay_mix: float = 0.25  # fraction of every micro-batch replaced by A's windows (replay methods)
     ewc_lambda: float = 1.0  # EWC strength, relative to the mean Fisher entry (method ewc)
     eval_windows: int = 16  # held-out windows of A whose mean loss is protect_a_loss
+    layers: str = "all"  # subspace methods: all blocks, or "circuit": the heads A's loss depends on (and their blocks)
+    head_threshold: float = 0.05  # layers = "circuit": a head is A's if its mean-ablation costs A this many nats
     seed: int = 0  # draws of the windows and of the replay rows
     # the "canary" callback (train.callbacks = ["protect", "canary"]): every canary_every steps the loss on A's
     # protection windows is checked; a rise above its start by more than canary_tol (nats) rolls the model and
@@ -78,6 +83,12 @@ class ProtectOptions:
             (0.0 <= self.replay_mix < 1.0, f"train.protect.replay_mix must be in [0, 1), got {self.replay_mix}"),
             (math.isfinite(self.ewc_lambda) and self.ewc_lambda >= 0,
              f"train.protect.ewc_lambda must be a finite number >= 0, got {self.ewc_lambda}"),
+            (self.layers in ("all", "circuit"), f"train.protect.layers must be all or circuit, got {self.layers!r}"),
+            (self.layers == "all" or self.subspace,
+             f"train.protect.layers = circuit chooses the layers of subspace protection; method {self.method!r} "
+             "projects no layers (use subspace or subspace+replay)"),
+            (math.isfinite(self.head_threshold) and self.head_threshold > 0,
+             f"train.protect.head_threshold must be a finite number > 0 (nats), got {self.head_threshold}"),
             (self.eval_windows >= 1, f"train.protect.eval_windows must be >= 1, got {self.eval_windows}"),
             (self.canary_every >= 1, f"train.protect.canary_every must be >= 1, got {self.canary_every}"),
             (self.canary_tol >= 0, f"train.protect.canary_tol must be >= 0 (nats), got {self.canary_tol}"),
@@ -181,6 +192,7 @@ class Protect(Callback):
         self.ewc: EWCHooks | None = None
         self.saved_ewc: dict[str, Any] | None = None  # Fisher and anchor from a checkpoint (resume)
         self.ewc_state: dict[str, Any] = {}
+        self.circuit: dict[str, Any] = {}  # layers = "circuit": the chosen heads and every head's loss increase
         self.start_loss = math.nan
         self._micro = 0
 
@@ -209,8 +221,9 @@ class Protect(Callback):
                 prot = [Protected(b["param"], b["basis"], b["rows"], b["source"]) for b in self.saved_bases]
             else:
                 try:
+                    heads = self._circuit(trainer, x, y) if o.layers == "circuit" else None
                     prot = gpt_protection(trainer.raw_model, x.to(trainer.device), threshold=o.threshold,
-                                          layers="all", norms=o.norms, pad=None)  # fmt: skip
+                                          layers=o.layers, heads=heads, norms=o.norms, pad=None)  # fmt: skip
                 except (AttributeError, KeyError) as e:
                     raise GeoformerError(
                         f"train.protect: subspace protection needs the GPT's layer layout ({e}); use method=replay"
@@ -228,6 +241,16 @@ class Protect(Callback):
 
             ewc = EWC(trainer.raw_model, self.ewc_state["fisher"], o.ewc_lambda, anchor=self.ewc_state["anchor"])
             self.ewc = EWCHooks(trainer.raw_model, ewc, trainer.cfg.train.grad_accum)
+
+    def _circuit(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> list[tuple[int, int]]:
+        """A's heads: mean-ablation loss increase on the protection windows >= head_threshold (at least one)."""
+        from geoformer.circuits.attribution import head_loss_increase
+        from geoformer.circuits.subspace import circuit_heads
+
+        rise = head_loss_increase(trainer.raw_model, x.to(trainer.device), y.to(trainer.device), mode="mean")
+        heads = circuit_heads(rise.unsqueeze(-1), self.opts.head_threshold)
+        self.circuit = {"heads": [list(h) for h in heads], "head_loss_increase": rise.tolist()}
+        return heads
 
     def on_before_optimizer_step(self, trainer: Trainer, step: int) -> None:
         if self.ewc is not None:
@@ -277,16 +300,20 @@ class Protect(Callback):
         if self.bases:
             dims = [int(b["basis"].shape[1]) for b in self.bases if b["basis"] is not None]
             summary["protect_basis_dims"] = dims
+        if self.circuit:
+            summary["protect_heads"] = self.circuit["heads"]
+            summary["protect_head_loss_increase"] = self.circuit["head_loss_increase"]
         if self.ewc is not None:
             summary.update(protect_ewc_penalty=self.ewc.penalty(), protect_fisher_mean=self.ewc_state["fisher_mean"])
             self.ewc.remove()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"bases": self.bases, "start_loss": self.start_loss, "ewc": self.ewc_state}
+        return {"bases": self.bases, "start_loss": self.start_loss, "ewc": self.ewc_state, "circuit": self.circuit}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.saved_bases = state.get("bases") or None
         self.saved_ewc = state.get("ewc") or None
+        self.circuit = state.get("circuit") or {}
         self.start_loss = float(state.get("start_loss", math.nan))
 
 
