@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from geoformer.claims import parallel as P
 from geoformer.claims.registry import all_rows
 
@@ -47,3 +49,32 @@ def test_every_row_names_the_module_that_registers_it():
     for rid, row in all_rows().items():
         m = module_of(row)
         assert m in MODULES and f'"{rid}"' in sources[m], (rid, m)
+
+
+def test_group_folders_share_the_ledgers_experiments(tmp_path):
+    """A comparison prefilled under <out>/experiments/_shared is what every group folder sees (so claims --jobs
+    reuses it instead of retraining), what a group writes lands in <out>/experiments, linking twice is a no-op,
+    a link elsewhere is re-pointed, and a group folder with an experiments folder of its own is one line."""
+    from geoformer.errors import GeoformerError
+
+    out = tmp_path / "ledger"
+    (out / "experiments" / "_shared" / "levels").mkdir(parents=True)
+    (out / "experiments" / "_shared" / "levels" / "results.json").write_text("{}")
+    for g in ("seed001", "seed002"):
+        P.share_experiments(out, out / "_jobs" / g)
+        P.share_experiments(out, out / "_jobs" / g)
+        assert (out / "_jobs" / g / "experiments" / "_shared" / "levels" / "results.json").read_text() == "{}"
+    (out / "_jobs" / "seed001" / "experiments" / "001-x").mkdir()
+    assert (out / "experiments" / "001-x").is_dir()
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    link = out / "_jobs" / "seed002" / "experiments"
+    link.unlink()
+    link.symlink_to(other, target_is_directory=True)
+    P.share_experiments(out, out / "_jobs" / "seed002")
+    assert link.resolve() == (out / "experiments").resolve()
+    own = out / "_jobs" / "seed003" / "experiments"
+    own.mkdir(parents=True)
+    with pytest.raises(GeoformerError, match="folder of its own") as e:
+        P.share_experiments(out, out / "_jobs" / "seed003")
+    assert "\n" not in str(e.value)

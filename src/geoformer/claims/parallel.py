@@ -3,7 +3,10 @@
 Rows of one write-up share their experiments (one comparison read by several rows, in the ledger's ``_shared``
 folder), and the arena rows share the schedules comparison with 004's, so rows are grouped by the module that
 registers them (arena with seed004) and each group runs as one ``geoformer claims --only ...`` process in its own
-folder ``<out>/_jobs/<group>``; the groups are dealt to the N workers largest first. Each row is measured exactly
+folder ``<out>/_jobs/<group>``, whose ``experiments`` is a link to ``<out>/experiments``: runs already there (a
+serial ``claims`` run's, or comparisons prefilled with ``compare --out <out>/experiments/_shared/...``) are reused,
+and what a group trains stays where a later serial run finds it (groups touch disjoint experiment folders). The
+groups are dealt to the N workers largest first. Each row is measured exactly
 as a serial run measures it (same seeds, same looks), and :func:`~geoformer.claims.ledger.merge_ledgers` copies
 every row with its provenance into ``<out>``. Intra-op threads are divided between the workers.
 """
@@ -43,6 +46,25 @@ def deal(sizes: dict[str, int], n: int) -> list[list[str]]:
     return [b for b in bins if b]
 
 
+def share_experiments(out: Path, folder: Path) -> None:
+    """Make ``folder/experiments`` a link to ``out/experiments`` (created if missing). A group folder from before
+    the link (a real ``experiments`` folder) is refused in one line rather than silently measured apart."""
+    target = (Path(out) / "experiments").resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    link = Path(folder) / "experiments"
+    if link.is_symlink():
+        if link.resolve() == target:
+            return
+        link.unlink()
+    elif link.exists():
+        raise GeoformerError(
+            f"{link} is a folder of its own (an older claims --jobs run): move its contents into {target} "
+            "(or delete it) so the group reuses the ledger's runs"
+        )
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=True)
+
+
 def run_parallel(
     *, out: Path, rows: dict[str, Row], jobs: int, quick: bool, max_seeds: int | None, force: bool
 ) -> list[Path]:
@@ -53,6 +75,8 @@ def run_parallel(
     workers = deal({g: len(ids) for g, ids in by_group.items()}, jobs)
     threads = max(1, (os.cpu_count() or 1) // len(workers))
     folders = {g: Path(out) / "_jobs" / g for g in by_group}
+    for f in folders.values():
+        share_experiments(out, f)
 
     def run_worker(names: list[str]) -> None:
         for g in names:
