@@ -153,6 +153,22 @@ def _dtype(model: nn.Module) -> torch.dtype:
     return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
 
+@contextlib.contextmanager
+def each_head_ablated(model: nn.Module, layer: int, mean: torch.Tensor | None = None) -> Iterator[None]:
+    """For a batch repeated n_head times: variant h has head h of ``layer`` set to zero (``mean`` None) or to its
+    per-position mean ``mean`` (T, H, D). One forward then measures every single-head ablation of the layer."""
+    _, H, _ = n_heads(model)
+
+    def edit(z):
+        onehot = torch.eye(H, dtype=z.dtype, device=z.device).view(H, 1, 1, H, 1)  # variant v edits head v
+        zv = z.view(H, -1, *z.shape[1:])
+        repl = 0.0 if mean is None else mean
+        return (zv * (1 - onehot) + onehot * repl).view_as(z)
+
+    with edit_site(model, "z", layer, edit):
+        yield
+
+
 @torch.no_grad()
 def ablate_heads(
     model: nn.Module, suite: Suite, mode: str = "zero", means: dict | None = None
@@ -166,16 +182,9 @@ def ablate_heads(
     acc0, lp0 = _metrics(logits, suite.targets, 1)
     dt = _dtype(model)
     acc, lp = torch.zeros(L, H, dtype=dt), torch.zeros(L, H, dtype=dt)
-    onehot = torch.eye(H).view(H, 1, 1, H, 1)  # variant v edits head v
     x = suite.inputs.repeat(H, 1)
     for layer in range(L):
-
-        def edit(z, layer=layer):
-            zv = z.view(H, -1, *z.shape[1:])
-            repl = 0.0 if mode == "zero" else means["z"][layer]  # type: ignore[index]
-            return (zv * (1 - onehot) + onehot * repl).view_as(z)
-
-        with edit_site(model, "z", layer, edit):
+        with each_head_ablated(model, layer, None if mode == "zero" else means["z"][layer]):  # type: ignore[index]
             logits, _ = model(x)
         acc[layer], lp[layer] = _metrics(logits, suite.targets, H)
     return {"acc": acc, "logprob": lp, "clean_acc": acc0[0], "clean_logprob": lp0[0]}
@@ -208,16 +217,9 @@ def head_loss_increase(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode:
     clean = loss(model(x)[0], 1)[0]
     dt = _dtype(model)
     out = torch.zeros(L, H, dtype=dt)
-    onehot = torch.eye(H, dtype=dt, device=x.device).view(H, 1, 1, H, 1)
     xr = x.repeat(H, 1)
     for layer in range(L):
-
-        def edit(z, layer=layer):
-            zv = z.view(H, -1, *z.shape[1:])
-            repl = 0.0 if mode == "zero" else means[layer]
-            return (zv * (1 - onehot) + onehot * repl).view_as(z)
-
-        with edit_site(model, "z", layer, edit):
+        with each_head_ablated(model, layer, means[layer] if mode == "mean" else None):
             out[layer] = (loss(model(xr)[0], H) - clean).to(dt).cpu()
     model.train(was)
     return out
