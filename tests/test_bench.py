@@ -88,6 +88,39 @@ def test_forked_memory_child_measures_what_a_fresh_interpreter_does(monkeypatch)
     assert M.measure_forked(spec, 0.0) == {"error": "timed out after 0 s"}
 
 
+def test_the_forked_childs_cpu_is_this_process_time_not_background_load(monkeypatch):
+    """A forkserver child is not this process's child, so ``RUSAGE_CHILDREN`` never counts it: its CPU seconds
+    come back with its answer and are credited (once, not left in the result), and credited seconds are own
+    time to :class:`BackgroundLoad` (crediting more than the wall clock leaves no load)."""
+    from geoformer import cpuload
+    from geoformer.bench import _measure_memory as M
+
+    if M.forkserver() is None:
+        pytest.skip("no forkserver on this platform")
+    assert M.start_forkserver()
+    credited = []
+    monkeypatch.setattr(M, "credit_cpu", lambda s: (credited.append(s), cpuload.credit_cpu(s)))
+    s = A.AttentionBenchSettings(seqs=[256], kinds=["naive"], batch=2, embd=16, heads=2, repeats=1, warmup=0)
+    before = cpuload._own_seconds()
+    result = M.measure_forked(A.case_spec(s, "naive", 256), 60.0)
+    assert "peak_mb" in result and "cpu_s" not in result
+    assert len(credited) == 1 and 0 < credited[0] < 60
+    assert cpuload._own_seconds() - before >= credited[0]
+    with cpuload.BackgroundLoad() as load:
+        cpuload.credit_cpu(1e6)
+    assert load.cores == 0.0
+    cpuload.credit_cpu(-5.0)  # never negative
+    assert cpuload._own_seconds() >= before + credited[0]
+
+
+def test_error_line_is_the_type_and_the_first_line():
+    from geoformer.errors import error_line
+
+    assert error_line(ValueError("bad\nmore")) == "ValueError: bad"
+    assert error_line(RuntimeError("")) == "RuntimeError"
+    assert error_line(KeyError("k")) == "KeyError: 'k'"
+
+
 def test_attention_failure_is_a_row_not_a_crash(monkeypatch):
     real = A.fwd_bwd
 

@@ -26,10 +26,27 @@ def _busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+_credited = 0.0  # CPU seconds of work done for this process by processes that are not its children
+
+
+def credit_cpu(seconds: float) -> None:
+    """Count ``seconds`` of CPU spent on this process's behalf by a process that is not its child (a child of a
+    multiprocessing forkserver is the forkserver's child, so ``RUSAGE_CHILDREN`` never sees it) as this
+    process's own time, so :class:`BackgroundLoad` does not report it as other processes' load."""
+    global _credited
+    _credited += max(0.0, float(seconds))
+
+
+def cpu_seconds_self() -> float:
+    """User plus system CPU seconds of the calling process alone (a forked child starts from zero)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
+
+
 def _own_seconds() -> float:
-    """CPU seconds of this process and its finished children."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    """CPU seconds of this process, its finished children, and the work credited by :func:`credit_cpu`."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return cpu_seconds_self() + kids.ru_utime + kids.ru_stime + _credited
 
 
 class BackgroundLoad:

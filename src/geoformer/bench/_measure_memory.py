@@ -29,6 +29,8 @@ from typing import Any
 import torch
 
 from geoformer.bench.cases import build_case, fwd_bwd, zero_grads
+from geoformer.cpuload import cpu_seconds_self, credit_cpu
+from geoformer.errors import error_line
 
 # glibc's M_MMAP_THRESHOLD: a fixed threshold returns large freed blocks to the OS, so the warm-up cannot
 # pre-pay the peak (the exec path sets it through the MALLOC_MMAP_THRESHOLD_ variable instead)
@@ -80,10 +82,6 @@ def measure(spec: dict) -> dict:
     }
 
 
-def error_text(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-
-
 def _set_mmap_threshold() -> None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
@@ -97,7 +95,8 @@ def _child(spec: dict, conn) -> None:
     try:
         result = measure(spec)
     except Exception as e:  # noqa: BLE001 - any failure is a result to record, not a crash
-        result = {"error": error_text(e)}
+        result = {"error": error_line(e)}
+    result["cpu_s"] = cpu_seconds_self()  # the forkserver's child: the parent's RUSAGE_CHILDREN never sees it
     conn.send(result)
     conn.close()
 
@@ -112,9 +111,23 @@ def forkserver() -> Any | None:
     return ctx
 
 
+def start_forkserver() -> bool:
+    """Start the forkserver now (it imports torch, about 2 CPU-s), so that a benchmark that calls this before
+    its timed block does not count the start-up as the machine's background load; False where there is none."""
+    if forkserver() is None:
+        return False
+    from multiprocessing import forkserver as _fs
+
+    _fs.ensure_running()
+    return True
+
+
 def measure_forked(spec: dict, timeout_s: float) -> dict:
     """:func:`measure` in a child of the forkserver: ``{"peak_mb", ...}``, or ``{"error": ...}`` (the case
-    failed, the child died, or it ran past ``timeout_s`` and was killed)."""
+    failed, the child died, or it ran past ``timeout_s`` and was killed). The child's CPU seconds are credited
+    to this process (:func:`geoformer.cpuload.credit_cpu`): it is not this process's child, so without that a
+    :class:`~geoformer.cpuload.BackgroundLoad` around the benchmark counted them as other processes' load
+    (a child killed or dead before it answers is not credited)."""
     ctx = forkserver()
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(spec, send), daemon=True)
@@ -123,7 +136,9 @@ def measure_forked(spec: dict, timeout_s: float) -> dict:
     try:
         if not recv.poll(timeout_s):
             return {"error": f"timed out after {timeout_s:g} s"}
-        return recv.recv()
+        result = recv.recv()
+        credit_cpu(result.pop("cpu_s", 0.0))
+        return result
     except (EOFError, OSError):
         proc.join(5)
         return {"error": f"the measuring process died (exit status {proc.exitcode})"}
@@ -140,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(json.loads(argv[0]))
         code = 0
     except Exception as e:  # noqa: BLE001 - any failure is a result to record, not a crash
-        result, code = {"error": error_text(e)}, 1
+        result, code = {"error": error_line(e)}, 1
     print(json.dumps(result), flush=True)
     return code
 

@@ -44,7 +44,7 @@ from geoformer.bench._common import (
 )
 from geoformer.bench.cases import DTYPES, build_case, fwd_bwd, zero_grads
 from geoformer.config import parse_value
-from geoformer.errors import GeoformerError
+from geoformer.errors import GeoformerError, error_line
 
 BASELINE = "sdpa"
 MEMORY_TIMEOUT_S = 900
@@ -228,7 +228,7 @@ def time_round_robin(
         try:
             ms = call()
         except Exception as e:  # noqa: BLE001 - recorded per (kind, seq); the run goes on
-            errors[name] = _error_text(e)
+            errors[name] = error_line(e)
             return
         if keep:
             times[name].append(ms)
@@ -255,11 +255,6 @@ def cuda_peak_mb(module: torch.nn.Module, x: torch.Tensor, device: torch.device)
     fwd_bwd(module, x)
     sync(device)
     return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-
-
-def _error_text(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0]}" if msg else type(e).__name__
 
 
 def cpu_peak_mb(spec: dict[str, Any]) -> tuple[float | None, str | None]:
@@ -322,7 +317,7 @@ def measure_length(
         try:
             cases[kind] = build_case(case_spec(s, kind, seq), device)
         except Exception as e:  # noqa: BLE001
-            errors[kind] = _error_text(e)
+            errors[kind] = error_line(e)
     extra: dict[str, Callable[[], None]] = {}
     solo: dict[str, Callable[[], None]] = {}
     for kind, (module, x) in cases.items():
@@ -331,7 +326,7 @@ def measure_length(
             for name, fn in companions(module, x, s.companions).items():
                 (solo if name in heavy else extra)[f"{kind}/{name}"] = fn
         except Exception as e:  # noqa: BLE001 - a companion that cannot be built is noted, the kind still runs
-            errors[f"{kind}/companions"] = _error_text(e)
+            errors[f"{kind}/companions"] = error_line(e)
     times = time_round_robin(cases, errors, s.repeats, s.warmup, device, extra, solo)
     rows = [_row(kind, seq, times.get(kind), errors.get(kind)) for kind in kinds]
     for row in rows:
@@ -349,7 +344,7 @@ def measure_length(
             try:
                 row["peak_mb"] = cuda_peak_mb(*cases[row["kind"]], device)
             except Exception as e:  # noqa: BLE001
-                row["error"] = f"memory: {_error_text(e)}"
+                row["error"] = f"memory: {error_line(e)}"
         else:
             row["peak_mb"], row["error"] = cpu_peak_mb(case_spec(s, row["kind"], seq))
     del cases
@@ -377,6 +372,8 @@ def run_attention_bench(s: AttentionBenchSettings, *, log=None) -> dict[str, Any
     kinds = resolve_kinds(s)
     device = pick_device(s.device)
     rows = []
+    if s.memory and device.type == "cpu" and os.environ.get("GEOFORMER_MEMORY_EXEC") != "1":
+        _measure_memory.start_forkserver()  # its torch import is set-up, not the machine's background load
     with BackgroundLoad() as load:
         for seq in s.seqs:
             rows += measure_length(s, kinds, seq, device)
