@@ -155,6 +155,41 @@ def test_split_pick_and_summary():
     assert (s == A([[1, 1, 2]])).all()
 
 
+def test_split_broadcast_overlay_and_fullest():
+    """Pieces between separators become one piece made from all of them; separators stay; pieces that
+    disagree on a cell (overlay) or tie for most cells (fullest) do not apply."""
+    sep = A([[5], [5]])
+    a, b, e = A([[1, 0], [0, 0]]), A([[0, 0], [0, 1]]), A([[0, 0], [0, 0]])
+    g = np.concatenate([a, sep, e, sep, b], axis=1)
+    both = A([[1, 0], [0, 1]])
+    assert (P.split_broadcast(g, "overlay") == np.concatenate([both, sep, both, sep, both], axis=1)).all()
+    assert P.split_broadcast(g, "fullest") is None  # a and b tie
+    full = np.concatenate([both, sep, e, sep, a], axis=1)
+    assert (P.split_broadcast(full, "fullest") == np.concatenate([both, sep, both, sep, both], axis=1)).all()
+    clash = np.concatenate([a, sep, A([[2, 0], [0, 0]])], axis=1)
+    assert P.split_broadcast(clash, "overlay") is None
+    assert P.split_broadcast(np.concatenate([a, sep, A([[1, 0, 0], [0, 0, 0]])], axis=1)) is None  # unequal
+    assert P.split_broadcast(A([[1, 0], [0, 2]])) is None  # no separator
+
+
+def test_slide_moves_one_colour_rigidly_until_contact():
+    g = A([[2, 2, 0, 0, 0, 8], [0, 2, 0, 0, 0, 8], [0, 0, 0, 0, 0, 0]])
+    want = A([[0, 0, 0, 2, 2, 8], [0, 0, 0, 0, 2, 8], [0, 0, 0, 0, 0, 0]])
+    assert (P.slide(g, 2, "toward") == want).all() and (P.slide(g, 2, "right") == want).all()
+    assert (P.slide(g, 2, "down") == A([[0, 0, 0, 0, 0, 8], [2, 2, 0, 0, 0, 8], [0, 2, 0, 0, 0, 0]])).all()
+    assert P.slide(g, 2, "up") is None and P.slide(g, 2, "left") is None  # already at the border
+    assert P.slide(g, 3) is None  # no such colour
+    assert P.slide(A([[2, 0, 0], [0, 0, 8]]), 2, "toward") is None  # apart on both axes: no direction
+    assert (P.slide(g, 8, "toward") == A([[2, 2, 8, 0, 0, 0], [0, 2, 8, 0, 0, 0], [0, 0, 0, 0, 0, 0]])).all()
+
+
+def test_sort_lines_by_count_is_stable():
+    g = A([[1, 1, 0], [0, 0, 0], [3, 0, 0], [0, 4, 0]])
+    assert (P.sort_lines(g, "rows", "asc") == A([[0, 0, 0], [3, 0, 0], [0, 4, 0], [1, 1, 0]])).all()
+    assert (P.sort_lines(g, "rows", "desc") == A([[1, 1, 0], [3, 0, 0], [0, 4, 0], [0, 0, 0]])).all()
+    assert (P.sort_lines(g.T, "cols", "asc") == P.sort_lines(g, "rows", "asc").T).all()
+
+
 def test_objects_and_selection():
     g = A(
         [
@@ -389,6 +424,22 @@ def test_search_finds_crop_largest_then_flip():
     text = res["programs"][0][0]
     assert "crop_object" in text and "flip(axis=1)" in text
     assert "|> flip" not in text.split("crop_object")[0]  # the flip comes last (canonical order)
+
+
+def test_search_finds_a_slide_toward_a_wall():
+    train, (tx, ty) = _task(lambda g: P.slide(g, 2, "right"), make=_slide_grid)
+    res = S.solve(train, [tx], budget_cpu_s=10)
+    assert res["found"] and "slide(c=2" in res["programs"][0][0]
+    assert any(np.array_equal(att, ty) for att in res["attempts"][0])
+
+
+def _slide_grid(rng):
+    g = np.zeros((8, 8), np.uint8)
+    g[:, 7] = 8
+    r, c = int(rng.integers(0, 6)), int(rng.integers(0, 4))
+    g[r : r + 2, c : c + 2] = 2
+    g[r, c + 1] = 0
+    return g
 
 
 def test_search_finds_a_composition_of_three_primitives():

@@ -270,6 +270,30 @@ _reg(
 )
 _reg(
     Prim(
+        "sort_lines",
+        P.sort_lines,
+        (
+            ParamSpec("axis", "enum", ("rows", "cols"), "rows"),
+            ParamSpec("order", "enum", ("asc", "desc"), "asc"),
+            BG,
+        ),
+        True,
+        "covariant",
+        doc="rows or columns ordered by their count of non-background cells",
+    )
+)
+_reg(
+    Prim(
+        "slide",
+        P.slide,
+        (ParamSpec("c", "colour", default=1), ParamSpec("dir", "enum", P.SLIDES, "toward"), BG),
+        True,
+        "covariant",
+        doc="cells of one colour move rigidly until they touch",
+    )
+)
+_reg(
+    Prim(
         "extend",
         P.extend,
         (ParamSpec("dir", "enum", tuple(P.DIR_GROUPS), "hv"), ParamSpec("only", "colour", default=-1), BG),
@@ -341,6 +365,16 @@ _reg(
         "sym_patch",
         P.sym_patch,
         (ParamSpec("sym", "enum", P.SYMS, "lr"), ParamSpec("mask", "mask", default=0)),
+    )
+)
+_reg(
+    Prim(
+        "split_broadcast",
+        P.split_broadcast,
+        (ParamSpec("how", "enum", P.BROADCASTS, "overlay"), BG),
+        True,
+        "equivariant",
+        doc="every piece between separators becomes one piece made from all of them",
     )
 )
 _SPLITS2 = ("half1", "half0", "sep")

@@ -357,6 +357,62 @@ def gravity(g, dir="down", bg=0):  # noqa: A002
     return out
 
 
+def sort_lines(g, axis="rows", order="asc", bg=0):
+    """Rows (or columns) reordered by their count of non-background cells, ascending or descending; equal
+    counts keep their order."""
+    a = g if axis == "rows" else g.T
+    n = (a != bg).sum(axis=1)
+    idx = np.argsort(n if order == "asc" else -n, kind="stable")
+    out = a[idx]
+    return out if axis == "rows" else out.T
+
+
+SLIDES = ("down", "up", "left", "right", "toward")
+_STEP = {"down": (1, 0), "up": (-1, 0), "right": (0, 1), "left": (0, -1)}
+
+
+def _toward(mask: np.ndarray, rest: np.ndarray) -> str | None:
+    """The cardinal direction from the cells of ``mask`` to those of ``rest``: along the axis on which
+    their boxes do not overlap and do on the other (None if that is not exactly one axis)."""
+    a, b = _bbox(mask), _bbox(rest)
+    if a is None or b is None:
+        return None
+    rows_apart = a[1] <= b[0] or b[1] <= a[0]
+    cols_apart = a[3] <= b[2] or b[3] <= a[2]
+    if rows_apart == cols_apart:
+        return None
+    if rows_apart:
+        return "down" if a[1] <= b[0] else "up"
+    return "right" if a[3] <= b[2] else "left"
+
+
+def slide(g, c=1, dir="toward", bg=0):  # noqa: A002
+    """The cells of colour ``c`` move as one rigid body in ``dir`` until the next step would leave the
+    grid or cover another non-background cell (``toward``: in the direction of the other cells). None if
+    the body does not move."""
+    mask = g == c
+    rest = (g != bg) & ~mask
+    if not mask.any():
+        return None
+    d = _toward(mask, rest) if dir == "toward" else dir
+    if d is None:
+        return None
+    dr, dc = _STEP[d]
+    rr, cc = np.nonzero(mask)
+    h, w = g.shape
+    k = 0
+    while True:
+        r2, c2 = rr + (k + 1) * dr, cc + (k + 1) * dc
+        if r2.min() < 0 or c2.min() < 0 or r2.max() >= h or c2.max() >= w or rest[r2, c2].any():
+            break
+        k += 1
+    if k == 0:
+        return None
+    out = np.where(mask, DT(bg), g).astype(DT)
+    out[rr + k * dr, cc + k * dc] = c
+    return out
+
+
 DIRS = {
     "up": (-1, 0),
     "down": (1, 0),
@@ -722,6 +778,39 @@ def split_pieces(g: np.ndarray, split: str, bg: int = 0):
             out.extend(q)
         return out
     raise ValueError(f"unknown split {split!r}")
+
+
+BROADCASTS = ("overlay", "fullest")
+
+
+def split_broadcast(g, how="overlay", bg=0):
+    """Every piece between separator lines (equal shapes) replaced by one piece made from all of them, the
+    separators kept: ``overlay`` (each cell's non-background value, if the pieces that have one agree) or
+    ``fullest`` (the piece with the most non-background cells, if exactly one has most)."""
+    found = separator_bands(g, bg)
+    if found is None:
+        return None
+    rb, cb = found
+    if len({b - a for a, b in rb}) != 1 or len({q - p for p, q in cb}) != 1:
+        return None
+    stack = np.stack([g[a:b, p:q] for a, b in rb for p, q in cb])  # (pieces, h, w)
+    filled = stack != bg
+    if how == "overlay":
+        top = stack.max(axis=0)
+        low = np.where(filled, stack, DT(255)).min(axis=0)
+        if not (top[filled.any(axis=0)] == low[filled.any(axis=0)]).all():
+            return None  # pieces disagree on a cell
+        piece = np.where(filled.any(axis=0), top, DT(bg)).astype(DT)
+    else:
+        counts = filled.sum(axis=(1, 2))
+        if (counts == counts.max()).sum() != 1:
+            return None
+        piece = stack[int(np.argmax(counts))]
+    out = g.copy()
+    for a, b in rb:
+        for p, q in cb:
+            out[a:b, p:q] = piece
+    return out
 
 
 def split_summary(g, split="sep", how="majority", bg=0):
