@@ -284,3 +284,13 @@ def test_version_and_bare_command(capsys):
     assert code == 0 and out.strip() == f"geoformer {geoformer.__version__}"
     code, out, _ = run_cli([], capsys)
     assert code == 0 and "train" in out and "claims" in out and "circuits" in out
+
+
+@pytest.mark.parametrize(
+    "group, names", [("bench", "attention, trainer, homotopy"), ("arc", "eval, show"), ("plot", "curves"),
+                     ("circuits", "train, attribute, continual, tune")],  # fmt: skip
+)
+def test_a_bare_command_group_lists_its_commands_in_one_line(capsys, group, names):
+    """`geoformer arc` with no command names the commands (not argparse's internal destination)."""
+    code, _, err = run_cli([group], capsys)
+    assert_one_line_error(code, err, f"geoformer {group}: error: choose a command: {names}")

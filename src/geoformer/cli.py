@@ -32,6 +32,9 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        sub = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is not None and message.startswith("the following arguments are required") and sub.metavar in message:
+            message = f"choose a command: {', '.join(sub.choices)} (`{self.prog} -h` says what each does)"
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -294,7 +297,7 @@ def cmd_arc_show(args) -> int:
 
 
 def _add_arc_args(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="arc_cmd", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="arc_cmd", required=True, parser_class=_Parser, metavar="COMMAND")
     e = sub.add_parser("eval", help="solve ARC tasks; writes one JSON per task and summary.json")
     e.add_argument("--dataset", default="arc1", help="arc1 (ARC-AGI-1) | arc2 (ARC-AGI-2)")
     e.add_argument("--split", default="evaluation", help="training | evaluation")
@@ -445,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     ci = sub.add_parser(
         "circuits", help="capability suites: train a model, attribute heads/neurons, continual learning"
     )
-    csub = ci.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    csub = ci.add_subparsers(dest="action", required=True, parser_class=_Parser, metavar="COMMAND")
     from geoformer.circuits.methods import KNOB_NAMES, METHODS, TUNE_SEED
     helps = {
         "train": "train models on all five capability suites (train.json, seed<N>/ckpt.pt)",
@@ -508,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_arc_args(a)
 
     pl = sub.add_parser("plot", help="figures from finished runs (curves: a comparison's val loss)")
-    psub = pl.add_subparsers(dest="plot_cmd", required=True, parser_class=_Parser)
+    psub = pl.add_subparsers(dest="plot_cmd", required=True, parser_class=_Parser, metavar="COMMAND")
     pc = psub.add_parser("curves", help="validation-loss curves of a comparison's variants, with reference lines")
     pc.add_argument("--results", required=True, help="a comparison folder (results.json) or the file itself")
     pc.add_argument("--variants", help="comma-separated variants (default: all)")

@@ -76,7 +76,7 @@ def _add_homotopy(sub) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``bench`` sub-subcommands (their parsers inherit the parent's one-line usage errors)."""
-    sub = p.add_subparsers(dest="bench", required=True)
+    sub = p.add_subparsers(dest="bench", required=True, metavar="COMMAND")
     _add_attention(sub)
     _add_trainer(sub)
     _add_homotopy(sub)
