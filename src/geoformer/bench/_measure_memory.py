@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import json
 import multiprocessing as mp
+import os
 import resource
 import sys
 from functools import lru_cache
@@ -111,10 +112,16 @@ def forkserver() -> Any | None:
     return ctx
 
 
+def use_forkserver() -> bool:
+    """Whether memory is measured in forkserver children (there is a forkserver and ``GEOFORMER_MEMORY_EXEC``
+    is not ``1``), rather than in a fresh ``python -m`` per case."""
+    return forkserver() is not None and os.environ.get("GEOFORMER_MEMORY_EXEC") != "1"
+
+
 def start_forkserver() -> bool:
     """Start the forkserver now (it imports torch, about 2 CPU-s), so that a benchmark that calls this before
-    its timed block does not count the start-up as the machine's background load; False where there is none."""
-    if forkserver() is None:
+    its timed block does not count the start-up as the machine's background load; False where it is not used."""
+    if not use_forkserver():
         return False
     from multiprocessing import forkserver as _fs
 

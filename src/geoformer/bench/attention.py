@@ -260,7 +260,7 @@ def cuda_peak_mb(module: torch.nn.Module, x: torch.Tensor, device: torch.device)
 def cpu_peak_mb(spec: dict[str, Any]) -> tuple[float | None, str | None]:
     """``(peak_mb, None)`` measured in a fresh process (a forkserver child, see
     :mod:`geoformer.bench._measure_memory`), or ``(None, error)``."""
-    if _measure_memory.forkserver() is not None and os.environ.get("GEOFORMER_MEMORY_EXEC") != "1":
+    if _measure_memory.use_forkserver():
         result = _measure_memory.measure_forked(spec, MEMORY_TIMEOUT_S)
         if "error" in result:
             return None, f"memory: {result['error']}"
@@ -372,7 +372,7 @@ def run_attention_bench(s: AttentionBenchSettings, *, log=None) -> dict[str, Any
     kinds = resolve_kinds(s)
     device = pick_device(s.device)
     rows = []
-    if s.memory and device.type == "cpu" and os.environ.get("GEOFORMER_MEMORY_EXEC") != "1":
+    if s.memory and device.type == "cpu":
         _measure_memory.start_forkserver()  # its torch import is set-up, not the machine's background load
     with BackgroundLoad() as load:
         for seq in s.seqs:
